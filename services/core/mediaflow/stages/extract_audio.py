@@ -1,0 +1,87 @@
+"""extract_audio: ffmpeg → 16 kHz mono 16-bit WAV (what WhisperX consumes), plus a thumbnail."""
+
+from __future__ import annotations
+
+import subprocess
+import wave
+from collections.abc import Callable
+from pathlib import Path
+
+import ffmpeg
+
+from mediaflow.errors import InvalidMediaError
+from mediaflow.models import AudioRecord
+
+SAMPLE_RATE = 16000
+# A decode that yields less than this share of the probed duration means the
+# file is truncated or damaged: better to fail than to index half a talk.
+MIN_DECODED_SHARE = 0.9
+
+
+def extract_audio(
+    source: Path,
+    target: Path,
+    *,
+    duration: float,
+    on_progress: Callable[[float], None] | None = None,
+) -> AudioRecord:
+    args = (
+        ffmpeg.input(str(source))
+        .output(str(target), vn=None, ac=1, ar=SAMPLE_RATE, acodec="pcm_s16le", f="wav")
+        .global_args("-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats")
+        .overwrite_output()
+        .compile()
+    )
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        # -progress prints key=value lines; out_time_us is the decoded position.
+        if on_progress and line.startswith("out_time_us=") and duration > 0:
+            try:
+                on_progress(min(1.0, int(line.split("=", 1)[1]) / 1e6 / duration))
+            except ValueError:
+                pass
+    stderr = proc.stderr.read() if proc.stderr else ""
+    if proc.wait() != 0:
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "ffmpeg failed"
+        raise InvalidMediaError(f"audio extraction failed for {source.name}: {last}")
+    with wave.open(str(target), "rb") as wav:
+        decoded = wav.getnframes() / wav.getframerate()
+    if decoded < MIN_DECODED_SHARE * duration:
+        raise InvalidMediaError(
+            f"{source.name} is truncated or damaged: decoded {decoded:.1f} s of {duration:.1f} s"
+        )
+    return AudioRecord(duration=decoded, size_bytes=target.stat().st_size)
+
+
+def make_thumbnail(source: Path, target: Path, *, at_seconds: float, width: int = 480) -> bool:
+    """A JPEG frame for the UI; best effort (a failure here never fails the job)."""
+    try:
+        (
+            ffmpeg.input(str(source), ss=max(0.0, at_seconds))
+            .filter("scale", width, -2)
+            .output(str(target), vframes=1, **{"q:v": 4})
+            .global_args("-nostdin", "-v", "error")
+            .overwrite_output()
+            .run(capture_stdout=True, capture_stderr=True)
+        )
+    except ffmpeg.Error:
+        return False
+    return target.exists() and target.stat().st_size > 0
+
+
+def run(ctx) -> AudioRecord:
+    from mediaflow.models import ProbeResult
+
+    probe = ctx.store.read_model(ctx.media_id, "probe.json", ProbeResult)
+    with ctx.source_path() as source:
+        with ctx.store.writing_file(ctx.media_id, "audio.wav") as target:
+            record = extract_audio(source, target, duration=probe.duration, on_progress=ctx.progress)
+        if probe.has_video:
+            with ctx.store.writing_file(ctx.media_id, "thumbnail.jpg") as thumb:
+                make_thumbnail(source, thumb, at_seconds=min(probe.duration * 0.1, 30.0))
+    return record
+
+
+def verify(ctx, record: AudioRecord) -> bool:
+    return ctx.store.exists(ctx.media_id, "audio.wav")

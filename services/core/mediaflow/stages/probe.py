@@ -1,0 +1,69 @@
+"""probe: what is in the file (ffprobe through ffmpeg-python), refusing bad input early."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ffmpeg
+
+from mediaflow.errors import InvalidMediaError, MediaTooLargeError, NoAudioStreamError
+from mediaflow.models import ProbeResult, StreamInfo
+
+
+def _last_line(stderr: bytes | None) -> str:
+    lines = [ln.strip() for ln in (stderr or b"").decode(errors="replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    return lines[-1] if lines else "ffprobe failed"
+
+
+def probe_file(path: Path, *, max_bytes: int | None = None) -> ProbeResult:
+    if not path.is_file():
+        raise InvalidMediaError(f"no such file: {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidMediaError(f"empty file: {path.name}")
+    if max_bytes is not None and size > max_bytes:
+        raise MediaTooLargeError(f"{path.name} is {size} bytes, over the {max_bytes}-byte limit")
+    try:
+        info = ffmpeg.probe(str(path))
+    except ffmpeg.Error as exc:
+        raise InvalidMediaError(
+            f"not a readable media file (corrupt, truncated or unsupported): {path.name}: "
+            f"{_last_line(exc.stderr)}"
+        ) from None
+    streams = [
+        StreamInfo(
+            index=s.get("index", i),
+            codec_type=s.get("codec_type", "unknown"),
+            codec_name=s.get("codec_name"),
+            sample_rate=int(s["sample_rate"]) if s.get("sample_rate") else None,
+            channels=s.get("channels"),
+            width=s.get("width"),
+            height=s.get("height"),
+        )
+        for i, s in enumerate(info.get("streams", []))
+    ]
+    audio = [s for s in streams if s.codec_type == "audio"]
+    if not audio:
+        raise NoAudioStreamError(f"no audio stream in {path.name}: nothing to transcribe")
+    if not audio[0].codec_name:
+        raise InvalidMediaError(f"unsupported audio codec in {path.name}")
+    fmt = info.get("format", {})
+    duration = float(fmt.get("duration") or 0) or max(
+        (float(s.get("duration") or 0) for s in info.get("streams", [])), default=0.0
+    )
+    if duration <= 0:
+        raise InvalidMediaError(f"{path.name} has no playable duration")
+    return ProbeResult(
+        format_name=fmt.get("format_name", "unknown"),
+        duration=duration,
+        size_bytes=size,
+        streams=streams,
+        has_video=any(s.codec_type == "video" and s.codec_name not in ("mjpeg", "png") for s in streams),
+        audio_codec=audio[0].codec_name,
+    )
+
+
+def run(ctx) -> ProbeResult:
+    with ctx.source_path() as path:
+        return probe_file(path, max_bytes=ctx.settings.max_media_bytes)

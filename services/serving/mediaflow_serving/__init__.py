@@ -1,0 +1,1 @@
+"""Mediaflow model services (Ray Serve apps) and the LLM environment's helpers."""
