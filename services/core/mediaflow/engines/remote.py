@@ -1,0 +1,165 @@
+"""Remote engines: the same ports, served by the Ray Serve apps (services/serving).
+
+HTTP contract (OpenAI-shaped where OpenAI has a shape):
+- ``POST {transcription_url}/v1/audio/transcriptions`` multipart ``file`` +
+  ``model``, ``language``, ``response_format=verbose_json``,
+  ``timestamp_granularities[]=word|segment`` → ``{language, duration, segments:[{start,
+  end, text, words:[{word,start,end}]}], word_timing}``.
+- ``POST {transcription_url}/v1/audio/transcriptions/uri`` JSON ``{uri, language, align,
+  diarize}``: the service reads the artifact store itself (long media, operator).
+- ``POST {embedding_url}/v1/embeddings`` ``{input: [...], model}`` → OpenAI embeddings.
+
+Connection errors, timeouts, 408/429 and 5xx are retried with exponential backoff
+and jitter, then raise ``EngineUnavailableError`` (temporary); other 4xx raise
+``EngineRequestError`` (permanent) with the service's reason.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import httpx
+
+from mediaflow.engines.base import ProgressFn
+from mediaflow.errors import EngineRequestError, EngineUnavailableError
+from mediaflow.models import Transcript
+
+RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def _reason(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300] or response.reason_phrase
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+        return str(err or body.get("detail") or body)
+    return str(body)[:300]
+
+
+def request_with_retries(
+    send: Callable[[], httpx.Response],
+    *,
+    what: str,
+    retries: int = 4,
+    backoff: float = 0.5,
+    max_backoff: float = 8.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> httpx.Response:
+    """Call ``send`` until it answers 2xx, retrying what a retry can fix."""
+    last = ""
+    for attempt in range(retries + 1):
+        try:
+            response = send()
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.is_success:
+                return response
+            if response.status_code not in RETRYABLE_STATUS:
+                raise EngineRequestError(
+                    f"{what} rejected the request ({response.status_code}): {_reason(response)}"
+                )
+            last = f"{response.status_code}: {_reason(response)}"
+        if attempt < retries:
+            delay = min(max_backoff, backoff * 2**attempt)
+            sleep(delay * (0.5 + random.random() / 2))
+    raise EngineUnavailableError(f"{what} unavailable after {retries + 1} attempts ({last})")
+
+
+class _RemoteEngine:
+    def __init__(self, base_url: str, *, timeout: float = 600.0, retries: int = 4,
+                 api_key: str | None = None, transport: httpx.BaseTransport | None = None):
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.client = httpx.Client(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
+            headers=headers, transport=transport,
+        )
+        self.retries = retries
+
+    def _post(self, path: str, **kwargs) -> httpx.Response:
+        return request_with_retries(
+            lambda: self.client.post(path, **kwargs),
+            what=f"{self.base_url}{path}",
+            retries=self.retries,
+        )
+
+
+class RemoteTranscriber(_RemoteEngine):
+    def __init__(self, base_url: str, *, model: str = "whisper", **kwargs):
+        super().__init__(base_url, **kwargs)
+        self.name = model
+
+    @classmethod
+    def from_settings(cls, settings) -> RemoteTranscriber:
+        if not settings.transcription_url:
+            raise EngineUnavailableError("MEDIAFLOW_TRANSCRIBER=remote needs MEDIAFLOW_TRANSCRIPTION_URL")
+        return cls(settings.transcription_url, timeout=settings.remote_timeout,
+                   retries=settings.remote_retries)
+
+    def transcribe(self, audio_path: Path, *, language: str | None = None, align: bool = False,
+                   diarize: bool = False, on_progress: ProgressFn | None = None) -> Transcript:
+        data = {
+            "model": self.name,
+            "response_format": "verbose_json",
+            "timestamp_granularities[]": ["segment", "word"],
+            "align": str(align).lower(),
+            "diarize": str(diarize).lower(),
+        }
+        if language:
+            data["language"] = language
+        payload = Path(audio_path).read_bytes()
+        response = self._post(
+            "/v1/audio/transcriptions",
+            data=data,
+            files={"file": (Path(audio_path).name, payload, "audio/wav")},
+        )
+        if on_progress:
+            on_progress(1.0)
+        return Transcript.model_validate(response.json())
+
+    def transcribe_uri(self, uri: str, *, language: str | None = None, align: bool = False,
+                       diarize: bool = False) -> Transcript:
+        response = self._post(
+            "/v1/audio/transcriptions/uri",
+            json={"uri": uri, "language": language, "align": align, "diarize": diarize},
+        )
+        return Transcript.model_validate(response.json())
+
+
+class RemoteEmbedder(_RemoteEngine):
+    def __init__(self, base_url: str, *, model: str = "all-MiniLM-L6-v2", dim: int = 384,
+                 batch_size: int = 64, **kwargs):
+        super().__init__(base_url, **kwargs)
+        self.name = model
+        self.dim = dim
+        self.batch_size = batch_size
+
+    @classmethod
+    def from_settings(cls, settings) -> RemoteEmbedder:
+        if not settings.embedding_url:
+            raise EngineUnavailableError("MEDIAFLOW_EMBEDDER=remote needs MEDIAFLOW_EMBEDDING_URL")
+        return cls(settings.embedding_url, timeout=settings.remote_timeout,
+                   retries=settings.remote_retries, batch_size=settings.embedding_batch_size)
+
+    def embed(self, texts: Sequence[str], *, on_progress: ProgressFn | None = None) -> list[list[float]]:
+        vectors: list[list[float]] = []
+        for lo in range(0, len(texts), self.batch_size):
+            batch = list(texts[lo : lo + self.batch_size])
+            body = self._post("/v1/embeddings", json={"input": batch, "model": self.name}).json()
+            rows = sorted(body["data"], key=lambda d: d["index"])
+            if len(rows) != len(batch):
+                raise EngineRequestError(f"{self.base_url} returned {len(rows)} vectors for {len(batch)} inputs")
+            vectors.extend(row["embedding"] for row in rows)
+            if on_progress:
+                on_progress(min(1.0, (lo + len(batch)) / len(texts)))
+        if vectors:
+            self.dim = len(vectors[0])
+        return vectors
