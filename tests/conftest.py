@@ -70,3 +70,25 @@ def engines_cache():
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return make_settings(tmp_path / "data", summary=False)
+
+
+def engines_for(settings: Settings, shared) -> "Engines":  # noqa: F821
+    """Engines for ``settings`` that reuse the session's already-loaded models."""
+    from mediaflow.engines import Engines
+
+    engines = Engines(settings)
+    engines.__dict__["transcriber"] = shared.transcriber
+    engines.__dict__["embedder"] = shared.embedder
+    return engines
+
+
+def normalize_words(text: str) -> str:
+    import re
+
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return jiwer.wer(normalize_words(reference), normalize_words(hypothesis))

@@ -95,7 +95,7 @@ def process(
         if not progress.disable:
             return
         if event.status in ("done", "cached", "skipped") and not as_json:
-            console.print(f"  {event.stage:<14} {event.status:<7} {event.seconds:6.2f} s", highlight=False)
+            out.print(f"  {event.stage:<14} {event.status:<7} {event.seconds:6.2f} s", highlight=False)
 
     try:
         with Pipeline(settings) as pipeline, progress:

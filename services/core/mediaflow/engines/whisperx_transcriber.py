@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import re
@@ -104,18 +106,20 @@ class WhisperXTranscriber:
         whisper = model_class(
             self.model_path, device=device, compute_type=compute_type, cpu_threads=threads
         )
-        self.pipeline = whisperx.load_model(
-            self.model_path,
-            model=whisper,
-            device=device,
-            compute_type=compute_type,
-            language=language,
-            threads=threads,
-            vad_model=vad_model,
-            vad_method="pyannote",
-            vad_options=vad_options,
-            asr_options={"beam_size": beam_size},
-        )
+        # whisperx print()s a notice about the VAD model: keep stdout clean for --json
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.pipeline = whisperx.load_model(
+                self.model_path,
+                model=whisper,
+                device=device,
+                compute_type=compute_type,
+                language=language,
+                threads=threads,
+                vad_model=vad_model,
+                vad_method="pyannote",
+                vad_options=vad_options,
+                asr_options={"beam_size": beam_size},
+            )
         self._align_cache: dict[str, tuple] = {}
 
     @classmethod
