@@ -69,6 +69,9 @@ def process(
     title: Annotated[str | None, typer.Option(help="Display title.")] = None,
     media_id: Annotated[str | None, typer.Option(help="Media id (default: from content hash).")] = None,
     no_summary: Annotated[bool, typer.Option("--no-summary", help="Skip the LLM summary.")] = False,
+    language: Annotated[str, typer.Option(help="Language of the speech (ISO 639).")] = "en",
+    align: Annotated[bool, typer.Option(help="wav2vec2 word alignment (needs MEDIAFLOW_ALIGN_MODEL).")] = False,
+    diarize: Annotated[bool, typer.Option(help="Speaker labels (needs MEDIAFLOW_DIARIZE_MODEL).")] = False,
     as_json: JsonFlag = False,
 ):
     """Run every stage on SOURCE: probe, extract audio, transcribe, chunk, embed, index, summarize."""
@@ -99,7 +102,9 @@ def process(
 
     try:
         with Pipeline(settings) as pipeline, progress:
-            result = pipeline.process(source, title=title, media_id=media_id, on_event=on_event)
+            options = {"language": language, "transcription": {"align": align, "diarize": diarize}}
+            result = pipeline.process(source, title=title, media_id=media_id, on_event=on_event,
+                                      options=options)
             files = {
                 name: pipeline.store.uri(result.media_id, name)
                 for name in ("transcript.json", "transcript.srt", "transcript.vtt", "transcript.txt",

@@ -27,7 +27,7 @@ from mediaflow.models import (
     Transcript,
 )
 from mediaflow.sources import LocalSource, media_id_for, sha256_file
-from mediaflow.spec import MediaJobSpec, Source
+from mediaflow.spec import MediaJobSpec
 from mediaflow.stages import STAGE_BY_NAME, STAGES, Stage
 from mediaflow.stages.context import StageContext
 from mediaflow.stages.probe import probe_file
@@ -200,7 +200,10 @@ class Pipeline:
         title: str | None = None,
         until: str | None = None,
         on_event: EventFn | None = None,
+        options: dict | None = None,
     ) -> ProcessResult:
+        """Ingest ``source`` and run every stage. ``spec`` overrides everything;
+        otherwise the default spec, with ``options`` ({language, transcription}) applied."""
         emit = on_event or (lambda event: None)
         result = ProcessResult(media_id="", title=title or source)
 
@@ -219,7 +222,7 @@ class Pipeline:
             raise
         result.media_id, result.title = src.media_id, src.title
         record(StageEvent(src.media_id, "probe", "done", 1.0, time.perf_counter() - started))
-        spec = spec or self.default_spec(src)
+        spec = spec or self.default_spec(src, **(options or {}))
         self.store.write_text(src.media_id, "job.json", spec.model_dump_json(by_alias=True, indent=2))
         for stage in STAGES[1:]:
             try:
@@ -232,13 +235,17 @@ class Pipeline:
                 break
         return result
 
-    def default_spec(self, src: SourceRecord) -> MediaJobSpec:
+    def default_spec(
+        self, src: SourceRecord, *, language: str = "en", transcription: dict | None = None
+    ) -> MediaJobSpec:
         uri = src.uri if "://" in src.uri or src.uri.startswith("/") else f"/{src.uri}"
         s = self.settings
         return MediaJobSpec.model_validate(
             {
                 "source": {"uri": uri, "title": src.title},
+                "language": language,
                 "stages": {
+                    "transcription": transcription or {},
                     "chunking": {"seconds": s.chunk_seconds, "overlapSeconds": s.chunk_overlap_seconds},
                     "index": {"collection": s.collection},
                     "summary": {"enabled": s.summary},

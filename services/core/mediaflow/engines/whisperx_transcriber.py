@@ -244,7 +244,7 @@ class WhisperXTranscriber:
         tokenizer = self.pipeline.tokenizer
         tps = self.pipeline.model.tokens_per_second
         segments: list[Segment] = []
-        for seg, (tokens, result) in zip(raw, alignments):
+        for seg, (tokens, result) in zip(raw, alignments, strict=True):
             if result is None or not seg["text"].strip():
                 segments.append(Segment(start=seg["start"], end=seg["end"], text=seg["text"].strip()))
                 continue
@@ -273,7 +273,7 @@ class WhisperXTranscriber:
             labelled = whisperx.assign_word_speakers(turns, as_dicts)
         except Exception as exc:
             raise MediaflowError(f"diarization failed with {self.diarize_model}: {exc}") from exc
-        for seg, out in zip(segments, labelled["segments"]):
+        for seg, out in zip(segments, labelled["segments"], strict=False):
             seg.speaker = out.get("speaker")
 
 
@@ -318,9 +318,9 @@ def _aligning_model_class():
                     [_content_frames(feats[i]) for i in todo],
                     median_filter_width=7,
                 )
-                for i, result in zip(todo, aligned):
+                for i, result in zip(todo, aligned, strict=True):
                     results[i] = result
-            self.collected.extend(zip(tokens, results))
+            self.collected.extend(zip(tokens, results, strict=True))
             return out
 
     return AligningWhisperModel
