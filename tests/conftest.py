@@ -72,7 +72,7 @@ def settings(tmp_path) -> Settings:
     return make_settings(tmp_path / "data", summary=False)
 
 
-def engines_for(settings: Settings, shared) -> "Engines":  # noqa: F821
+def engines_for(settings: Settings, shared) -> Engines:  # noqa: F821
     """Engines for ``settings`` that reuse the session's already-loaded models."""
     from mediaflow.engines import Engines
 

@@ -120,3 +120,18 @@ def test_delete_removes_artifacts_and_points(tmp_path, engines_cache, sample_vid
         assert pipeline.index().count() == 0
         assert pipeline.list_media() == []
         assert pipeline.search("lighthouse") == []
+
+
+def test_long_transcripts_are_summarized_map_reduce(processed, llm_url):
+    from mediaflow.engines.openai_chat import OpenAIChatModel
+    from mediaflow.stages.summarize import _groups, summarize
+
+    pipeline, result, _ = processed
+    transcript = pipeline.transcript(result.media_id)
+    groups = _groups(transcript, max_tokens=120)
+    assert len(groups) >= 3
+    assert " ".join(groups) == " ".join(s.text.strip() for s in transcript.segments)
+    chat = OpenAIChatModel(llm_url, "smollm2", repetition_penalty=1.15)
+    text, calls = summarize(chat, transcript, prompt=None, max_tokens=60, group_tokens=120)
+    assert calls == len(groups) + 1
+    assert len(text.split()) >= 5

@@ -277,6 +277,19 @@ def sample(
               f"script in {path}.json")
 
 
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (default MEDIAFLOW_GATEWAY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default MEDIAFLOW_GATEWAY_PORT).")] = None,
+):
+    """Run the REST gateway and web UI (package mediaflow-gateway) with the embedded backend."""
+    try:
+        from mediaflow_gateway.main import run  # optional package: imported only for this command
+    except ImportError:
+        _fail("the gateway is not installed: pip install -e services/gateway")
+    run(host=host, port=port)
+
+
 @llm_app.command("start")
 def llm_start():
     """Start (or reuse) the local vLLM server."""

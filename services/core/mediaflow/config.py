@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     )
     llm_api_key: str = "not-needed"
     llm_model: str = "smollm2"
+    llm_repetition_penalty: float | None = Field(
+        default=1.15,
+        description="vLLM sampling extension sent with each request (small models loop "
+        "without it); unset for endpoints that only speak plain OpenAI.",
+    )
     llm_venv: Path = Field(default_factory=lambda: _project_root() / ".venv-llm")
     llm_model_dir: Path | None = Field(
         default=None, description="HF model dir served by vLLM; default <data_dir>/models/smollm2."

@@ -49,4 +49,5 @@ class Engines:
             api_key=self.settings.llm_api_key,
             timeout=self.settings.remote_timeout,
             max_retries=self.settings.remote_retries,
+            repetition_penalty=self.settings.llm_repetition_penalty,
         )

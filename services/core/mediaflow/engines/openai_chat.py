@@ -10,10 +10,12 @@ from mediaflow.errors import EngineRequestError, EngineUnavailableError
 class OpenAIChatModel:
     def __init__(
         self, base_url: str, model: str, *, api_key: str = "not-needed", timeout: float = 300.0,
-        max_retries: int = 4,
+        max_retries: int = 4, repetition_penalty: float | None = None,
     ):
         self.name = model
         self.base_url = base_url
+        # vLLM's sampling extension: tiny models loop without it. None = plain OpenAI request.
+        self.extra_body = {"repetition_penalty": repetition_penalty} if repetition_penalty else None
         # The official client retries connection errors, 408/409/429 and 5xx with backoff.
         self.client = openai.OpenAI(
             base_url=base_url, api_key=api_key, timeout=timeout, max_retries=max_retries
@@ -24,7 +26,8 @@ class OpenAIChatModel:
     ) -> str:
         try:
             response = self.client.chat.completions.create(
-                model=self.name, messages=messages, max_tokens=max_tokens, temperature=temperature
+                model=self.name, messages=messages, max_tokens=max_tokens,
+                temperature=temperature, extra_body=self.extra_body,
             )
         except (openai.APIConnectionError, openai.APITimeoutError, openai.InternalServerError) as exc:
             raise EngineUnavailableError(f"LLM at {self.base_url} unavailable: {exc}") from exc
