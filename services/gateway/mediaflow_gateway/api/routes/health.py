@@ -1,0 +1,36 @@
+"""Probes and metrics: ``/healthz`` (process up), ``/readyz`` (dependencies), ``/metrics``."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mediaflow_gateway.api.deps import BackendDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(backend: BackendDep) -> JSONResponse:
+    checks = await backend.readiness()
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "backend": backend.kind, "checks": checks},
+                        status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request, backend: BackendDep) -> Response:
+    gateway_metrics = request.app.state.metrics
+    # Job gauges are refreshed on scrape: cheap, and current whenever read.
+    counts = Counter(job.phase for job in await backend.list_jobs())
+    for phase in ("Pending", "Running", "Succeeded", "Failed"):
+        gateway_metrics.jobs.labels(phase).set(counts.get(phase, 0))
+    return Response(generate_latest(gateway_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,147 @@
+"""``/v1/media``: upload (multipart, streamed) or submit a URL; read, stream and delete."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
+from pydantic import ValidationError
+
+from mediaflow.errors import InvalidMediaError
+from mediaflow.models import Transcript
+from mediaflow.spec import MediaJobSpec
+from mediaflow.stages.probe import probe_file
+from mediaflow.subtitles import RENDERERS
+from mediaflow_gateway.api.deps import BackendDep, CallerDep, MediaIdPath, SignerDep, require_api_key
+from mediaflow_gateway.api.errors import ApiError
+from mediaflow_gateway.api.ranges import ranged_response
+from mediaflow_gateway.api.schemas import (
+    CreateMediaFromUrl,
+    ErrorBody,
+    MediaCreated,
+    MediaList,
+    MediaView,
+    SummaryView,
+)
+from mediaflow_gateway.api.upload import receive_upload
+from mediaflow_gateway.backends.base import Backend, MediaInfo
+
+router = APIRouter(prefix="/v1/media", tags=["media"])
+ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429)}
+TEXT_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain"}
+
+UPLOAD_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"},
+                               "title": {"type": "string"}, "language": {"type": "string"}},
+            }},
+            "application/json": {"schema": {"$ref": "#/components/schemas/CreateMediaFromUrl"}},
+        },
+    }
+}
+
+
+def new_media_id() -> str:
+    # Random, not content-addressed: the id is returned before the bytes are all in.
+    return uuid.uuid4().hex[:16]
+
+
+def media_view(info: MediaInfo, signer) -> MediaView:
+    return MediaView(**info.__dict__, stream_url=signer.sign(info.media_id), page_url=f"/media/{info.media_id}")
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=MediaCreated,
+             openapi_extra=UPLOAD_OPENAPI,
+             responses={**ERRORS, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}})
+async def create_media(request: Request, backend: BackendDep, caller: CallerDep) -> MediaCreated:
+    """Upload a file (multipart ``file``, optional ``title``, ``language``) or submit ``{url}``."""
+    media_id = new_media_id()
+    if request.headers.get("content-type", "").startswith("application/json"):
+        try:
+            body = CreateMediaFromUrl.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        spec = MediaJobSpec(source={"uri": body.url, "title": body.title}, language=body.language,
+                            stages=body.stages)
+    else:
+        spec = await _receive_file(request, backend, media_id)
+    job = await backend.submit(media_id, spec)
+    return MediaCreated(media_id=media_id, job_id=job.id, job_url=f"/v1/jobs/{job.id}",
+                        events_url=f"/v1/jobs/{job.id}/events")
+
+
+async def _receive_file(request: Request, backend: Backend, media_id: str) -> MediaJobSpec:
+    upload = await receive_upload(request, backend.store, media_id, backend.max_upload_bytes)
+    try:
+        if backend.store.is_local:  # ffprobe confirms what the magic bytes suggested
+            path = backend.store.path(media_id, upload.artifact)
+            await asyncio.to_thread(probe_file, Path(path))
+        return MediaJobSpec.model_validate({
+            "source": {"uri": backend.source_uri(media_id, upload.artifact),
+                       "title": (upload.fields.get("title") or upload.filename)[:256]},
+            "language": upload.fields.get("language") or "en",
+        })
+    except (InvalidMediaError, ValidationError) as exc:
+        await asyncio.to_thread(backend.store.delete_media, media_id)
+        if isinstance(exc, ValidationError):
+            raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        raise ApiError(415, str(exc)) from None
+
+
+@router.get("", response_model=MediaList, responses=ERRORS)
+async def list_media(backend: BackendDep, signer: SignerDep, caller: CallerDep) -> MediaList:
+    return MediaList(items=[media_view(m, signer) for m in await backend.list_media()])
+
+
+@router.get("/{media_id}", response_model=MediaView, responses=ERRORS)
+async def get_media(media_id: MediaIdPath, backend: BackendDep, signer: SignerDep, caller: CallerDep) -> MediaView:
+    return media_view(await backend.media(media_id), signer)
+
+
+@router.get("/{media_id}/transcript", response_model=Transcript, responses=ERRORS)
+async def get_transcript(
+    media_id: MediaIdPath, backend: BackendDep, caller: CallerDep,
+    format: Annotated[Literal["json", "srt", "vtt", "txt"], Query(description="Rendering.")] = "json",
+):
+    """The timed transcript: JSON segments, or SRT / WebVTT / plain text."""
+    transcript = await backend.transcript(media_id)
+    if format == "json":
+        return transcript
+    return PlainTextResponse(RENDERERS[format](transcript), media_type=TEXT_TYPES[format],
+                             headers={"Content-Disposition": f'inline; filename="{media_id}.{format}"'})
+
+
+@router.get("/{media_id}/summary", response_model=SummaryView, responses=ERRORS)
+async def get_summary(media_id: MediaIdPath, backend: BackendDep, caller: CallerDep) -> SummaryView:
+    record, markdown = await backend.summary(media_id)
+    return SummaryView(media_id=media_id, model=record.model, text=record.text, markdown=markdown)
+
+
+@router.get("/{media_id}/stream", responses={**ERRORS, 206: {"description": "Partial content"},
+                                              416: {"model": ErrorBody}})
+async def stream_media(
+    request: Request, media_id: MediaIdPath, backend: BackendDep, signer: SignerDep,
+    expires: int | None = None, sig: str | None = None,
+):
+    """The media bytes with range requests. Bearer key, or the signed URL from the media view."""
+    if not signer.verify(media_id, expires, sig):
+        require_api_key(request)
+    source = await backend.source_file(media_id)
+    return ranged_response(source.open, source.size, source.mime, request.headers.get("range"))
+
+
+@router.delete("/{media_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses={**ERRORS, 409: {"model": ErrorBody}})
+async def delete_media(media_id: MediaIdPath, backend: BackendDep, caller: CallerDep) -> Response:
+    """Delete the media's artifacts, its indexed chunks and its job."""
+    await backend.delete(media_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

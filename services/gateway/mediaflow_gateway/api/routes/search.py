@@ -1,0 +1,39 @@
+"""``/v1/search`` and ``/v1/ask``: semantic search with deep links; answers with citations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from mediaflow_gateway.api.deps import BackendDep, CallerDep
+from mediaflow_gateway.api.schemas import (
+    AskRequest,
+    AskResponse,
+    CitationView,
+    ErrorBody,
+    HitView,
+    SearchRequest,
+    SearchResponse,
+    deep_link,
+)
+
+router = APIRouter(prefix="/v1", tags=["search"])
+ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429)}
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS)
+async def search(body: SearchRequest, backend: BackendDep, caller: CallerDep) -> SearchResponse:
+    hits = await backend.search_with_seek(body.query, media_id=body.media_id, top_k=body.top_k)
+    return SearchResponse(
+        query=body.query,
+        hits=[HitView(**h.model_dump(), seek=seek, link=deep_link(h.media_id, seek)) for h, seek in hits],
+    )
+
+
+@router.post("/ask", response_model=AskResponse, responses={**ERRORS, 503: {"model": ErrorBody}})
+async def ask(body: AskRequest, backend: BackendDep, caller: CallerDep) -> AskResponse:
+    answer = await backend.ask(body.question, media_id=body.media_id, top_k=body.top_k)
+    return AskResponse(
+        question=answer.question,
+        answer=answer.answer,
+        citations=[CitationView(**c.model_dump(), link=deep_link(c.media_id, c.start)) for c in answer.citations],
+    )

@@ -1,0 +1,143 @@
+"""Request and response bodies of the ``/v1`` API (snake_case JSON).
+
+Request options reuse the core ``MediaJobSpec`` pieces, so the API accepts
+exactly what a MediaJob accepts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mediaflow.spec import SOURCE_URI_PATTERN, StageOptions
+from mediaflow.stores.artifacts import MEDIA_ID_PATTERN
+
+MediaId = Annotated[str, Field(pattern=MEDIA_ID_PATTERN.pattern, description="Media id.")]
+Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found.")
+    message: str
+    details: list[dict] | None = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class CreateMediaFromUrl(_Body):
+    url: str = Field(pattern=SOURCE_URI_PATTERN, max_length=2048, examples=["https://example.org/talk.mp4"])
+    title: str | None = Field(default=None, max_length=256)
+    language: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
+    stages: StageOptions = StageOptions()
+
+
+class MediaCreated(BaseModel):
+    media_id: str
+    job_id: str
+    job_url: str
+    events_url: str
+
+
+class Condition(BaseModel):
+    """Kubernetes-style: one per stage, ``status`` True | False | Unknown (running)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: datetime | None = None
+
+
+class JobView(BaseModel):
+    id: str
+    media_id: str
+    title: str | None = None
+    phase: Phase
+    progress: float = Field(ge=0, le=1)
+    stage: str | None = Field(default=None, description="The stage running now.")
+    conditions: list[Condition] = []
+    outputs: dict[str, str] = {}
+    message: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class JobList(BaseModel):
+    items: list[JobView]
+
+
+class MediaView(BaseModel):
+    media_id: str
+    title: str
+    duration: float | None = None
+    has_video: bool = False
+    stages_done: list[str] = []
+    stream_url: str = Field(description="Signed, time-limited URL for <video>/<audio> (range requests).")
+    page_url: str
+
+
+class MediaList(BaseModel):
+    items: list[MediaView]
+
+
+class SummaryView(BaseModel):
+    media_id: str
+    model: str
+    text: str
+    markdown: str
+
+
+class SearchRequest(_Body):
+    query: str = Field(min_length=1, max_length=1000)
+    media_id: MediaId | None = Field(default=None, description="Only this media.")
+    top_k: int = Field(default=5, ge=1, le=50)
+
+
+class HitView(BaseModel):
+    media_id: str
+    title: str | None = None
+    chunk: int
+    start: float
+    end: float
+    text: str
+    score: float
+    seek: float = Field(description="Where the phrase is said: start of the hit's transcript sentence "
+                                    "closest to the query (start..end is the whole matching chunk).")
+    link: str = Field(description="Deep link: the media page at ``seek`` (#t=SECONDS).")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    hits: list[HitView]
+
+
+class AskRequest(_Body):
+    question: str = Field(min_length=1, max_length=1000)
+    media_id: MediaId | None = Field(default=None, description="Only this media.")
+    top_k: int = Field(default=4, ge=1, le=10)
+
+
+class CitationView(BaseModel):
+    media_id: str
+    start: float
+    end: float
+    text: str
+    link: str
+
+
+class AskResponse(BaseModel):
+    question: str
+    answer: str
+    citations: list[CitationView]
+
+
+def deep_link(media_id: str, seconds: float) -> str:
+    return f"/media/{media_id}#t={seconds:.2f}"

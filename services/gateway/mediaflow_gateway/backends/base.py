@@ -1,0 +1,266 @@
+"""The backend interface, and the reads both backends share.
+
+Jobs differ (in-process worker pool vs MediaJob objects); reading results does
+not: transcripts and summaries come from the artifact store, search and ask go
+through the core ``Pipeline`` (Qdrant + the configured embedder and LLM).
+Pipeline calls block, so they run in threads; the embedded Qdrant client is not
+safe across threads, so every index access holds ``index_lock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from mediaflow.errors import MediaflowError, NotFoundError
+from mediaflow.models import Answer, Citation, ProbeResult, SearchHit, SourceRecord, SummaryRecord, Transcript
+from mediaflow.pipeline import CITATION, Pipeline, answer_prompt
+from mediaflow.spec import MediaJobSpec
+from mediaflow.stages import STAGES
+from mediaflow.subtitles import mmss
+from mediaflow_gateway.api.schemas import JobView
+from mediaflow_gateway.backends.seek import SeekRefiner
+from mediaflow_gateway.settings import GatewaySettings
+from mediaflow_gateway.sniff import MIME_BY_EXTENSION
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MediaInfo:
+    media_id: str
+    title: str
+    duration: float | None
+    has_video: bool
+    stages_done: list[str]
+
+
+@dataclass
+class SourceFile:
+    open: Callable[[], IO[bytes]]
+    size: int
+    mime: str
+
+
+class Backend(ABC):
+    kind: str
+
+    def __init__(self, settings: GatewaySettings, pipeline: Pipeline, *, owns_pipeline: bool = False):
+        self.settings = settings
+        self.pipeline = pipeline
+        self.owns_pipeline = owns_pipeline
+        self.index_lock = threading.Lock()
+        self.seeker = SeekRefiner(pipeline)
+
+    @property
+    def store(self):
+        return self.pipeline.store
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.settings.max_upload_bytes or self.pipeline.settings.max_media_bytes
+
+    async def start(self) -> None:
+        log.info("%s backend: artifacts at %s", self.kind, self.store.root_uri)
+
+    async def stop(self) -> None:
+        if self.owns_pipeline:
+            self.pipeline.close()
+
+    def _locked(self, fn, *args, **kwargs):
+        with self.index_lock:
+            return fn(*args, **kwargs)
+
+    async def _in_thread_locked(self, fn, *args, **kwargs):
+        return await asyncio.to_thread(self._locked, fn, *args, **kwargs)
+
+    # -- jobs ------------------------------------------------------------------
+    @abstractmethod
+    async def submit(self, media_id: str, spec: MediaJobSpec) -> JobView:
+        """Start processing ``spec.source`` as ``media_id``; the job id is the media id."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> JobView: ...
+
+    @abstractmethod
+    async def list_jobs(self) -> list[JobView]: ...
+
+    @abstractmethod
+    def watch_job(self, job_id: str) -> AsyncIterator[JobView]:
+        """The job now, then at every change, until a terminal phase."""
+
+    @abstractmethod
+    async def forget_job(self, job_id: str) -> None:
+        """Drop the job (409 while it still runs, where it cannot be stopped)."""
+
+    def source_uri(self, media_id: str, artifact: str) -> str:
+        """Where an uploaded artifact is, as a MediaJob ``source.uri``."""
+        uri = self.store.uri(media_id, artifact)
+        return uri if "://" in uri else str(Path(uri).resolve())
+
+    # -- reads -----------------------------------------------------------------
+    def _source(self, media_id: str) -> SourceRecord:
+        return self.pipeline._source(media_id)
+
+    def _media_info(self, media_id: str) -> MediaInfo:
+        src = self._source(media_id)
+        probe = self.store.read_model(media_id, "probe.json", ProbeResult)
+        return MediaInfo(
+            media_id=media_id,
+            title=src.title,
+            duration=probe.duration if probe else None,
+            has_video=probe.has_video if probe else False,
+            stages_done=[s.name for s in STAGES if self.store.exists(media_id, s.artifact)],
+        )
+
+    async def media(self, media_id: str) -> MediaInfo:
+        return await asyncio.to_thread(self._media_info, media_id)
+
+    async def list_media(self) -> list[MediaInfo]:
+        def collect() -> list[MediaInfo]:
+            items = []
+            for media_id in self.store.list_media():
+                try:
+                    items.append(self._media_info(media_id))
+                except NotFoundError:  # an upload still arriving: no source.json yet
+                    continue
+            return items
+
+        return await asyncio.to_thread(collect)
+
+    async def transcript(self, media_id: str) -> Transcript:
+        return await asyncio.to_thread(self.pipeline.transcript, media_id)
+
+    async def summary(self, media_id: str) -> tuple[SummaryRecord, str]:
+        def read() -> tuple[SummaryRecord, str]:
+            self._source(media_id)
+            record = self.store.read_model(media_id, "summary.json", SummaryRecord)
+            if record is None:
+                raise NotFoundError(f"media {media_id} has no summary (yet, or summaries are disabled)")
+            return record, self.store.read_text(media_id, "summary.md")
+
+        return await asyncio.to_thread(read)
+
+    async def source_file(self, media_id: str) -> SourceFile:
+        def locate() -> SourceFile:
+            src = self._source(media_id)
+            if src.stored_as:
+                name = src.stored_as
+                size = self.store.size(media_id, name)
+                opener = lambda: self.store.open(media_id, name)  # noqa: E731
+            elif "://" not in src.uri and Path(src.uri).is_file():
+                path = Path(src.uri)
+                name, size = path.name, path.stat().st_size
+                opener = lambda: open(path, "rb")  # noqa: E731
+            else:
+                raise NotFoundError(f"the source of media {media_id} is not stored by the gateway")
+            mime = MIME_BY_EXTENSION.get(Path(name).suffix.lower(), "application/octet-stream")
+            return SourceFile(open=opener, size=size, mime=mime)
+
+        return await asyncio.to_thread(locate)
+
+    async def delete(self, media_id: str) -> None:
+        """Artifacts, indexed chunks and job; NotFoundError when none of them existed."""
+        try:
+            await self.get_job(media_id)
+            had_job = True
+        except NotFoundError:
+            had_job = False
+        await self.forget_job(media_id)
+        had_artifacts = await self._in_thread_locked(self.pipeline.delete, media_id)
+        self.seeker.forget(media_id)
+        if not (had_job or had_artifacts):
+            raise NotFoundError(f"no such media: {media_id}")
+
+    def _retrieve(self, query: str, media_id: str | None, top_k: int) -> tuple[list[SearchHit], list[float]]:
+        # Pipeline.search, keeping the query vector for the seek refinement; only the
+        # index access holds the lock (embedding the query does not need it).
+        if not query.strip():
+            raise MediaflowError("empty query")
+        if media_id:
+            self._source(media_id)
+        [vector] = self.pipeline.engines.embedder.embed([query])
+        with self.index_lock:
+            hits = self.pipeline.index().search(vector, top_k=top_k, media_id=media_id)
+        return hits, vector
+
+    async def search(self, query: str, *, media_id: str | None, top_k: int) -> list[SearchHit]:
+        hits, _ = await asyncio.to_thread(self._retrieve, query, media_id, top_k)
+        return hits
+
+    async def search_with_seek(self, query: str, *, media_id: str | None, top_k: int) -> list[tuple[SearchHit, float]]:
+        """Hits, each with the time its best-matching sentence starts (see ``seek``)."""
+
+        def run() -> list[tuple[SearchHit, float]]:
+            hits, vector = self._retrieve(query, media_id, top_k)
+            return list(zip(hits, self.seeker.seek_times(vector, hits), strict=True))
+
+        return await asyncio.to_thread(run)
+
+    async def ask(self, question: str, *, media_id: str | None, top_k: int) -> Answer:
+        # Retrieval holds the index lock; the slow LLM call must not, so this
+        # composes the core's retrieval and prompt instead of calling Pipeline.ask.
+        hits = await self.search(question, media_id=media_id, top_k=top_k)
+        if not hits:
+            return Answer(question=question, answer="Nothing indexed matches this question.", citations=[])
+        chat = self.pipeline.engines.chat
+        text = await asyncio.to_thread(chat.complete, answer_prompt(question, hits), max_tokens=200)
+        if not CITATION.search(text):  # small models drop the citation: cite the best excerpt
+            text = f"{text.rstrip()} [{mmss(hits[0].start)}]"
+        citations = [Citation(media_id=h.media_id, start=h.start, end=h.end, text=h.text) for h in hits]
+        return Answer(question=question, answer=text, citations=citations)
+
+    # -- readiness -------------------------------------------------------------
+    async def readiness(self) -> dict[str, str]:
+        """Each dependency → "ok" or what is wrong."""
+        checks = {"qdrant": self._check_qdrant, **self._model_checks()}
+        results = await asyncio.gather(*(asyncio.to_thread(fn) for fn in checks.values()))
+        return dict(zip(checks, results, strict=True))
+
+    def _check_qdrant(self) -> str:
+        try:
+            self._locked(lambda: self.pipeline.index().client.get_collections())
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return f"unreachable: {type(exc).__name__}: {exc}"
+        return "ok"
+
+    def _model_checks(self) -> dict[str, Callable[[], str]]:
+        s = self.pipeline.settings
+        checks: dict[str, Callable[[], str]] = {}
+        if s.embedder == "remote":
+            checks["embeddings"] = lambda: _http_check(s.embedding_url)
+        else:
+            checks["embeddings"] = lambda: "ok" if "embedder" in self.pipeline.engines.__dict__ else "loading"
+        if s.transcriber == "remote":
+            checks["transcription"] = lambda: _http_check(s.transcription_url)
+        if s.llm_url:
+            checks["llm"] = lambda: _http_check(s.llm_url.rstrip("/") + "/models")
+        return checks
+
+
+def _http_check(url: str | None) -> str:
+    if not url:
+        return "not configured"
+    try:
+        response = httpx.get(url, timeout=3.0)
+    except httpx.HTTPError as exc:
+        return f"unreachable: {type(exc).__name__}"
+    return "ok" if response.status_code < 500 else f"answered {response.status_code}"
+
+
+def outputs_for(media_id: str, store) -> dict[str, str]:
+    base = f"/v1/media/{media_id}"
+    outputs = {f"transcript_{fmt}": f"{base}/transcript?format={fmt}" for fmt in ("json", "srt", "vtt", "txt")}
+    if store.exists(media_id, "summary.json"):
+        outputs["summary"] = f"{base}/summary"
+    outputs["page"] = f"/media/{media_id}"
+    return outputs
+

@@ -1,0 +1,66 @@
+"""The app factory and the ``mediaflow-gateway`` entry point."""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from mediaflow_gateway.api.auth import KeyRing, RateLimiter, StreamSigner
+from mediaflow_gateway.api.errors import install_error_handlers
+from mediaflow_gateway.api.routes import health, jobs, media, search
+from mediaflow_gateway.backends import Backend, build_backend
+from mediaflow_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from mediaflow_gateway.settings import GatewaySettings, get_gateway_settings
+from mediaflow_gateway.ui import pages
+
+log = logging.getLogger(__name__)
+UI_DIR = Path(__file__).parent / "ui"
+
+
+def create_app(settings: GatewaySettings | None = None, backend: Backend | None = None) -> FastAPI:
+    """The gateway app. ``backend`` defaults to the one the settings name (built at startup)."""
+    settings = settings or get_gateway_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.backend = backend or build_backend(settings)
+        if not app.state.keyring.enabled:
+            log.warning("no API keys configured (MEDIAFLOW_GATEWAY_API_KEYS): the API is open")
+        await app.state.backend.start()
+        try:
+            yield
+        finally:
+            await app.state.backend.stop()
+
+    app = FastAPI(title="Mediaflow gateway", version="0.1.0", lifespan=lifespan,
+                  description="Upload audio/video, follow processing, read transcripts and summaries, "
+                              "search and ask. Authenticate with `Authorization: Bearer <API key>`.")
+    app.state.settings = settings
+    app.state.keyring = KeyRing(settings)
+    app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.signer = StreamSigner(settings)
+    app.state.metrics = GatewayMetrics()
+    install_error_handlers(app)
+    for router in (media.router, jobs.router, search.router, health.router, pages.router):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=UI_DIR / "static"), name="static")
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+
+    return app
+
+
+def run(host: str | None = None, port: int | None = None) -> None:
+    """``mediaflow-gateway`` / ``mediaflow serve``: uvicorn with one process (models load once)."""
+    import uvicorn
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    settings = get_gateway_settings()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
+                proxy_headers=True, forwarded_allow_ips="*")

@@ -1,0 +1,111 @@
+"""A real browser (Debian chromium, headless, driven by Playwright) against the gateway on a
+loopback port: set the key, upload the sample video, wait for Succeeded, open the media page,
+search the phrase, click the hit, and check where the player is. Saves a screenshot."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mediaflow.pipeline import Pipeline
+from mediaflow_gateway.backends.embedded import EmbeddedBackend
+from mediaflow_gateway.main import create_app
+from tests.conftest import REPO, engines_for, free_port, make_settings
+from tests.gateway.conftest import API_KEY, gateway_settings
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = REPO / "test-artifacts"
+QUERY = "who cleans the glass of the lighthouse every evening"
+PASSAGE = 3
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="apt-get install -y chromium"),
+]
+
+
+@pytest.fixture(scope="module")
+def gateway_url(tmp_path_factory, engines_cache):
+    """The gateway under uvicorn on a free loopback port, in a thread; stopped at the end."""
+    import uvicorn
+
+    core = make_settings(tmp_path_factory.mktemp("gw-browser"), summary=False)
+    settings = gateway_settings()
+    backend = EmbeddedBackend(settings, Pipeline(core, engines=engines_for(core, engines_cache)), owns_pipeline=True)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, backend), host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        pytest.fail("gateway did not start")
+    yield url
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_upload_search_and_seek_in_a_real_browser(gateway_url, browser, sample_video):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(gateway_url + "/")
+
+    # the key form stores the key for the API calls
+    page.fill("#api-key", API_KEY)
+    page.click("#key-form button")
+    page.wait_for_load_state("networkidle")
+
+    page.set_input_files("#file", sample_video.media)
+    page.fill("#title", "Island field notes")
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("#jobs td.phase-Succeeded", timeout=240_000)
+    page.click("#jobs a:has-text('Island field notes')")
+
+    page.wait_for_selector("#transcript .seek")
+    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    page.fill("#search-query", QUERY)
+    page.click("#search-form button")
+    first_hit = page.wait_for_selector("#hits .seek")
+    hit_start = float(first_hit.get_attribute("data-start"))
+    first_hit.click()
+    page.wait_for_function(
+        f"Math.abs(document.getElementById('player').currentTime - {hit_start}) < 1", timeout=15_000)
+    current = page.evaluate("document.getElementById('player').currentTime")
+
+    spoken = sample_video.passages[PASSAGE]
+    assert abs(current - hit_start) < 1.0
+    assert abs(current - spoken.start) < 1.0, (current, spoken.start, spoken.end)
+    assert page.url.endswith(f"#t={hit_start:.2f}")
+    assert "lighthouse" in first_hit.inner_text().lower()
+    assert not errors, errors
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gateway-media-page.png"), full_page=True)
+    page.goto(gateway_url + "/")
+    page.wait_for_selector("#media li a")
+    page.screenshot(path=str(ARTIFACTS / "gateway-library-page.png"), full_page=True)
+    page.close()
