@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # A source is an object-store URI, an http(s) URL, or an absolute path on the
@@ -60,10 +60,22 @@ class TranscriptionOptions(_Model):
 
 
 class ChunkingOptions(_Model):
+    # The same rule twice: pydantic for the CLI/gateway/operator, CEL for the API server.
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.overlapSeconds) || !has(self.seconds) || self.overlapSeconds < self.seconds",
+         "message": "overlapSeconds must be smaller than seconds"}
+    ]})
+
     seconds: float = Field(default=15.0, gt=0, le=600, description="Window length in seconds.")
     overlap_seconds: float = Field(
         default=3.0, ge=0, le=300, description="Overlap between consecutive windows."
     )
+
+    @model_validator(mode="after")
+    def _overlap_below_window(self) -> ChunkingOptions:
+        if self.overlap_seconds >= self.seconds:
+            raise ValueError("overlapSeconds must be smaller than seconds")
+        return self
 
 
 class EmbeddingOptions(_Model):

@@ -1,0 +1,257 @@
+"""The operator under test: kopf's KopfRunner against KMock, the serving apps on free ports.
+
+KMock (an in-memory Kubernetes API) stands in for the cluster; the transcription and
+embeddings services are the serving package's own FastAPI apps, with the session's
+real models, under uvicorn. ``FakeKubelet`` runs a worker Job's containers as local
+processes (the real ``mediaflow stage`` commands) and then reports the Job complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import kmock as km
+import pytest
+import uvicorn
+import yaml
+
+from mediaflow.crd import API_VERSION, GROUP, PLURAL, VERSION
+from tests.conftest import REPO, free_port
+
+OPERATOR_MAIN = REPO / "operator" / "mediaflow_operator" / "main.py"
+NAMESPACE = "media"
+MEDIAJOBS = f"/apis/{GROUP}/{VERSION}/namespaces/{NAMESPACE}/{PLURAL}"
+JOBS = f"/apis/batch/v1/namespaces/{NAMESPACE}/jobs"
+
+
+class UvicornThread:
+    """An ASGI app served on a free port in a thread; stopped by the fixture."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> UvicornThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class FailFirst:
+    """ASGI wrapper answering 503 to the first ``count`` POSTs (an overloaded Ray Serve)."""
+
+    def __init__(self, app, count: int):
+        self.app, self.left, self.refused = app, count, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and self.left > 0:
+            self.left -= 1
+            self.refused += 1
+            body = json.dumps({"error": {"message": "no replica available"}}).encode()
+            await send({"type": "http.response.start", "status": 503,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture(scope="session")
+def embeddings_service(engines_cache):
+    from mediaflow_serving.apps.embeddings_api import create_app
+
+    with UvicornThread(create_app(lambda: engines_cache.embedder)) as server:
+        yield server
+
+
+@pytest.fixture
+def transcription_service(engines_cache, tmp_path):
+    """Per test, so a test can make it refuse its first requests."""
+    from mediaflow_serving.apps.transcription_api import create_app
+
+    app = FailFirst(create_app(lambda: engines_cache.transcriber), count=0)
+    with UvicornThread(app) as server:
+        server.app = app
+        yield server
+
+
+def register_resources(kmock) -> None:
+    # kopf discovers these before it watches anything (see RECIPES.md).
+    kmock.resources["v1/namespaces"] = km.ResourceInfo(kind="Namespace", namespaced=False, singular="namespace",
+                                                       verbs={"list", "watch", "get"})
+    kmock.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = km.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False, singular="customresourcedefinition",
+        verbs={"list", "watch", "get"})
+    kmock.resources[f"{GROUP}/{VERSION}/{PLURAL}"] = km.ResourceInfo(
+        kind="MediaJob", namespaced=True, singular="mediajob", shortnames={"mj"}, subresources={"status"},
+        verbs={"create", "get", "list", "watch", "patch", "delete"})
+    kmock.resources["batch/v1/jobs"] = km.ResourceInfo(
+        kind="Job", namespaced=True, singular="job", subresources={"status"},
+        verbs={"create", "get", "list", "watch", "patch", "delete"})
+    kmock.resources["v1/events"] = km.ResourceInfo(kind="Event", namespaced=True, singular="event",
+                                                   verbs={"create", "list", "watch"})
+
+
+class Cluster:
+    """The test's view of the fake cluster: the API client and the request log."""
+
+    def __init__(self, kmock, data_dir: Path):
+        self.kmock = kmock
+        self.api = httpx.AsyncClient(base_url=str(kmock.url), timeout=10)
+        self.data_dir = data_dir
+
+    def requests(self, method: str, path_part: str) -> list:
+        return [r for r in self.kmock._requests
+                if str(r.method).upper().endswith(method) and path_part in str(r.url)]
+
+    async def wait_for(self, predicate: Callable[[], object], timeout: float = 60, what: str = "") -> object:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = predicate()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return result
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"timed out waiting for {what or predicate}")
+
+    async def create_mediajob(self, name: str, spec: dict) -> dict:
+        body = {"apiVersion": API_VERSION, "kind": "MediaJob",
+                "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}", "generation": 1,
+                             "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": spec}
+        response = await self.api.post(MEDIAJOBS, json=body)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    async def mediajob(self, name: str) -> dict | None:
+        response = await self.api.get(f"{MEDIAJOBS}/{name}")
+        return response.json() if response.status_code == 200 else None
+
+    async def job(self, name: str) -> dict | None:
+        response = await self.api.get(f"{JOBS}/{name}")
+        return response.json() if response.status_code == 200 else None
+
+    async def wait_phase(self, name: str, phases: set[str], timeout: float = 120) -> dict:
+        async def reached():
+            obj = await self.mediajob(name)
+            return obj if obj and (obj.get("status") or {}).get("phase") in phases else None
+        return await self.wait_for(reached, timeout, f"{name} in {phases}")
+
+    async def finish_job(self, job: dict, *, succeeded: bool, reason: str = "BackoffLimitExceeded",
+                         message: str = "Job has reached the specified backoff limit") -> None:
+        condition = ({"type": "Complete", "status": "True"} if succeeded
+                     else {"type": "Failed", "status": "True", "reason": reason, "message": message})
+        status = {"conditions": [condition], "succeeded" if succeeded else "failed": 1}
+        response = await self.api.patch(f"{JOBS}/{job['metadata']['name']}/status",
+                                        content=json.dumps({"status": status}),
+                                        headers={"Content-Type": "application/merge-patch+json"})
+        assert response.status_code == 200, response.text
+
+
+class FakeKubelet:
+    """Runs a Job's containers (init containers first) as local processes, like a node would."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+
+    async def run(self, job: dict) -> None:
+        pod = job["spec"]["template"]["spec"]
+        for container in [*pod.get("initContainers", []), *pod["containers"]]:
+            command = [str(Path(sys.executable).parent / container["command"][0]), *container["command"][1:]]
+            proc = await asyncio.to_thread(subprocess.run, command, env=self.env, capture_output=True, text=True,
+                                           timeout=300)
+            assert proc.returncode == 0, f"{container['name']}: {proc.stderr[-2000:]}"
+
+
+@pytest.fixture
+async def cluster(kmock, tmp_path):
+    register_resources(kmock)
+    yield Cluster(kmock, tmp_path / "data")
+
+
+@pytest.fixture
+def operator_env(monkeypatch, tmp_path, cluster, embeddings_service, transcription_service):
+    """Environment of the operator (and of the worker processes the FakeKubelet starts)."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+        "clusters": [{"name": "kmock", "cluster": {"server": str(cluster.kmock.url)}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test", "namespace": NAMESPACE}}],
+        "users": [{"name": "test", "user": {"token": "test-token"}}],
+    }))
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "MEDIAFLOW_DATA_DIR": str(cluster.data_dir),
+        "MEDIAFLOW_TRANSCRIPTION_URL": transcription_service.url,
+        "MEDIAFLOW_EMBEDDING_URL": embeddings_service.url,
+        "MEDIAFLOW_REMOTE_RETRIES": "1",
+        "MEDIAFLOW_LLM_MODEL_DIR": str(REPO / ".mediaflow" / "models" / "smollm2"),
+        "MEDIAFLOW_OPERATOR_STANDALONE": "true",
+        "MEDIAFLOW_OPERATOR_METRICS_PORT": str(free_port()),
+        "MEDIAFLOW_OPERATOR_JOB_RECHECK_SECONDS": "2",
+        "MEDIAFLOW_OPERATOR_RETRY_DELAY_SECONDS": "0.2",
+        "MEDIAFLOW_OPERATOR_WORKER_IMAGE": "registry.local/mediaflow/worker:test",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return env
+
+
+class OperatorProcess:
+    """The real operator (kopf run main.py) in KopfRunner, entered off the test's event loop."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.runner = None
+
+    async def start(self) -> None:
+        from kopf.testing import KopfRunner
+
+        watches_before = len(self.cluster.requests("GET", "watch=true"))
+        self.runner = KopfRunner(["run", "-A", "--standalone", str(OPERATOR_MAIN)], timeout=60)
+        await asyncio.to_thread(self.runner.__enter__)
+        # A MediaJob created before kopf watches would be replayed anyway; waiting keeps timing simple.
+        await self.cluster.wait_for(
+            lambda: len([r for r in self.cluster.requests("GET", f"/{PLURAL}") if "watch" in str(r.url)])
+            > 0 and len(self.cluster.requests("GET", "watch=true")) > watches_before,
+            30, "the operator's watch")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            await asyncio.to_thread(runner.__exit__, None, None, None)
+
+
+@pytest.fixture
+async def operator(cluster, operator_env):
+    process = OperatorProcess(cluster)
+    await process.start()
+    yield process
+    await process.stop()
+
+
+@pytest.fixture
+def kubelet(operator_env):
+    return FakeKubelet({**os.environ, **operator_env})
