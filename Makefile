@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 EDITABLES := -e services/core -e services/serving -e services/gateway
 APT_PACKAGES := ffmpeg espeak-ng unzip chromium
 
-.PHONY: setup tools apt demo test bench lock clean llm-stop serve help
+.PHONY: setup tools apt demo test bench lock clean llm-stop serve images-check help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -79,6 +79,9 @@ test: setup  ## run the test suite
 bench: setup  ## run the benchmarks
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/gateway.py
+
+images-check:  ## build operator/gateway/worker images daemonlessly (root + buildah) and run each --help
+	PATH=$(CURDIR)/.venv/bin:$$PATH images/check.sh
 
 lock:  ## re-resolve requirements*.in into the lock files (in throwaway venvs)
 	rm -rf /tmp/mf-lock && $(PYTHON) -m venv /tmp/mf-lock/core && /tmp/mf-lock/core/bin/pip install -q -r requirements.in
