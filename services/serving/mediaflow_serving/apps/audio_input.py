@@ -1,0 +1,98 @@
+"""Turning request bytes into 16 kHz mono samples, refusing what is not audio.
+
+Every failure is an ``HTTPException`` with a reason: 400 for unreadable media,
+413 for too much of it, 403/404 for artifact URIs out of bounds or missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import fsspec
+import numpy as np
+from fastapi import HTTPException, UploadFile
+
+from mediaflow.errors import InvalidMediaError, MediaTooLargeError
+from mediaflow.stages.probe import probe_file
+
+SAMPLE_RATE = 16000
+COPY_CHUNK = 1024**2
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(413, f"media is larger than the {limit}-byte limit")
+
+
+async def save_upload(upload: UploadFile, dest: Path, *, max_bytes: int) -> None:
+    size = 0
+    with dest.open("wb") as out:
+        while chunk := await upload.read(COPY_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:
+                raise _too_large(max_bytes)
+            out.write(chunk)
+
+
+def _is_local(uri: str) -> bool:
+    return urlparse(uri).scheme in ("", "file")
+
+
+def _local_path(uri: str) -> str:
+    return os.path.realpath(urlparse(uri).path if uri.startswith("file:") else uri)
+
+
+def check_under_root(uri: str, root: str) -> None:
+    """Refuse URIs outside ``root`` (symlinks and ``..`` resolved for local paths)."""
+    if _is_local(uri) != _is_local(root):
+        raise HTTPException(403, f"{uri} is outside the allowed artifact root")
+    if _is_local(uri):
+        path, base = _local_path(uri), _local_path(root)
+        inside = os.path.commonpath([path, base]) == base
+    else:
+        parsed, base = urlparse(uri), urlparse(root)
+        parts = parsed.path.split("/")
+        inside = (
+            parsed.scheme == base.scheme
+            and parsed.netloc == base.netloc
+            and ".." not in parts
+            and (parsed.path.rstrip("/") + "/").startswith(base.path.rstrip("/") + "/")
+        )
+    if not inside:
+        raise HTTPException(403, f"{uri} is outside the allowed artifact root")
+
+
+def fetch_artifact(uri: str, dest: Path, *, root: str, max_bytes: int) -> None:
+    check_under_root(uri, root)
+    target = _local_path(uri) if _is_local(uri) else uri
+    fs, path = fsspec.core.url_to_fs(target)
+    if not fs.isfile(path):
+        raise HTTPException(404, f"no such artifact: {uri}")
+    if fs.size(path) > max_bytes:
+        raise _too_large(max_bytes)
+    with fs.open(path, "rb") as src, dest.open("wb") as out:
+        shutil.copyfileobj(src, out, COPY_CHUNK)
+
+
+def decode_audio(path: Path, *, max_bytes: int) -> np.ndarray:
+    """Probe, then decode the first audio stream to 16 kHz mono float32 with ffmpeg."""
+    try:
+        probe_file(path, max_bytes=max_bytes)
+    except MediaTooLargeError:
+        raise _too_large(max_bytes) from None
+    except InvalidMediaError as exc:
+        # the reason without this server's temporary paths
+        raise HTTPException(400, str(exc).replace(f"{path.parent}/", "")) from None
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:a:0",
+           "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    done = subprocess.run(cmd, capture_output=True)
+    if done.returncode != 0:
+        reason = done.stderr.decode(errors="replace").strip().splitlines()
+        raise HTTPException(400, f"audio could not be decoded: {reason[-1] if reason else 'ffmpeg failed'}")
+    samples = np.frombuffer(done.stdout, np.int16).astype(np.float32) / 32768.0
+    if samples.size < SAMPLE_RATE // 10:
+        raise HTTPException(400, "audio stream decodes to less than 0.1 s of samples")
+    return samples

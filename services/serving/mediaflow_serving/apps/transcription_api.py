@@ -1,0 +1,137 @@
+"""OpenAI-shaped transcription over any ``mediaflow`` ``Transcriber`` (WhisperX by default).
+
+- ``POST /v1/audio/transcriptions``: multipart ``file``, ``model``, ``language``,
+  ``response_format`` = json | verbose_json | text | srt | vtt,
+  ``timestamp_granularities[]``, plus Mediaflow's ``align`` / ``diarize``.
+- ``POST /v1/audio/transcriptions/uri``: JSON ``{uri, language, align, diarize}``; the
+  service reads the artifact store itself (long media), only under ``allowed_root``.
+
+``verbose_json`` is a ``mediaflow.models.Transcript`` plus OpenAI's ``task``/``text``
+(and ``words`` when word granularity is asked for). One transcription runs at a time
+per replica: WhisperX already batches a file's VAD chunks (``asr_batch_size``), which
+fills the cores, and the engine keeps per-call state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
+
+from mediaflow.models import Transcript
+from mediaflow.subtitles import to_srt, to_txt, to_vtt
+from mediaflow_serving.apps.audio_input import (
+    SAMPLE_RATE,
+    decode_audio,
+    fetch_artifact,
+    save_upload,
+)
+from mediaflow_serving.apps.common import create_model_app, error_response
+from mediaflow_serving.settings import ServingSettings
+
+ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt"]
+Granularity = Literal["word", "segment"]
+# multipart framing around the file: a body this much over the limit may still hold a file under it
+MULTIPART_SLACK = 64 * 1024
+
+
+class UriTranscriptionRequest(BaseModel):
+    uri: str
+    language: str | None = None
+    align: bool = False
+    diarize: bool = False
+    response_format: ResponseFormat = "verbose_json"
+
+
+def render(transcript: Transcript, response_format: ResponseFormat, granularities: list[Granularity]):
+    if response_format == "json":
+        return JSONResponse({"text": transcript.text})
+    if response_format == "text":
+        return PlainTextResponse(to_txt(transcript))
+    if response_format == "srt":
+        return PlainTextResponse(to_srt(transcript))
+    if response_format == "vtt":
+        return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
+    body = {"task": "transcribe", "text": transcript.text, **transcript.model_dump()}
+    if "word" in granularities:
+        body["words"] = [w.model_dump() for s in transcript.segments for w in s.words]
+    return JSONResponse(body)
+
+
+def create_app(
+    transcriber_factory: Callable[[], object],
+    *,
+    settings: ServingSettings | None = None,
+    metrics_to_ray: bool = False,
+) -> FastAPI:
+    settings = settings or ServingSettings()
+    app = create_model_app("Mediaflow transcription", "transcription", transcriber_factory,
+                           metrics_to_ray=metrics_to_ray)
+    slot, metrics = app.state.engine, app.state.metrics
+    one_at_a_time = asyncio.Lock()
+
+    def allowed_root() -> str:
+        if settings.allowed_root:
+            return settings.allowed_root
+        from mediaflow.config import Settings
+
+        return Settings().artifacts_uri
+
+    def transcribe_audio(path: Path, audio, language: str | None, align: bool, diarize: bool) -> Transcript:
+        engine = slot.get()
+        # engines that take samples skip a second ffmpeg pass over the file
+        if hasattr(engine, "transcribe_array"):
+            return engine.transcribe_array(audio, language=language, align=align, diarize=diarize)
+        return engine.transcribe(path, language=language, align=align, diarize=diarize)
+
+    async def run(path: Path, language: str | None, align: bool, diarize: bool) -> Transcript:
+        audio = await run_in_threadpool(decode_audio, path, max_bytes=settings.max_upload_bytes)
+        async with one_at_a_time:
+            transcript = await run_in_threadpool(transcribe_audio, path, audio, language, align, diarize)
+        metrics.add_audio_seconds(len(audio) / SAMPLE_RATE)
+        return transcript
+
+    @app.middleware("http")
+    async def refuse_oversized_bodies(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_SLACK:
+            return error_response(413, f"request body of {declared} bytes is over the "
+                                       f"{settings.max_upload_bytes}-byte limit")
+        return await call_next(request)
+
+    @app.post("/v1/audio/transcriptions")
+    async def transcribe_upload(
+        file: Annotated[UploadFile, File()],
+        model: Annotated[str | None, Form()] = None,  # OpenAI's field; a replica serves one model
+        language: Annotated[str | None, Form()] = None,
+        response_format: Annotated[ResponseFormat, Form()] = "json",
+        timestamp_granularities: Annotated[
+            list[Granularity] | None, Form(alias="timestamp_granularities[]")
+        ] = None,
+        align: Annotated[bool, Form()] = False,
+        diarize: Annotated[bool, Form()] = False,
+    ):
+        with tempfile.TemporaryDirectory(prefix="mediaflow-upload-") as tmp:
+            path = Path(tmp) / "upload"
+            await save_upload(file, path, max_bytes=settings.max_upload_bytes)
+            transcript = await run(path, language or None, align, diarize)
+        return render(transcript, response_format, timestamp_granularities or ["segment"])
+
+    @app.post("/v1/audio/transcriptions/uri")
+    async def transcribe_uri(body: UriTranscriptionRequest):
+        with tempfile.TemporaryDirectory(prefix="mediaflow-artifact-") as tmp:
+            path = Path(tmp) / "artifact"
+            await run_in_threadpool(
+                fetch_artifact, body.uri, path, root=allowed_root(), max_bytes=settings.max_upload_bytes
+            )
+            transcript = await run(path, body.language, body.align, body.diarize)
+        return render(transcript, body.response_format, ["segment", "word"])
+
+    return app

@@ -1,0 +1,55 @@
+"""Ray Serve embeddings app: sentence-transformers behind ``POST /v1/embeddings``, with
+concurrent requests merged by ``@serve.batch`` into one ``encode`` call.
+
+Serve config: ``import_path: mediaflow_serving.embeddings:app``, ``args``
+``{engine: {...}, serving: {...}}`` as for the transcription app;
+``serving.embedding_max_batch_size`` / ``embedding_batch_wait_s`` tune the batching.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel
+from ray import serve
+from ray.serve import Application
+
+from mediaflow_serving.engines import load_embedder
+from mediaflow_serving.settings import ServingSettings
+
+
+class EmbeddingsArgs(BaseModel):
+    engine: dict[str, Any] = {}
+    serving: dict[str, Any] = {}
+
+
+@serve.deployment(
+    name="EmbeddingsServer",
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=64,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+@serve.ingress()
+class EmbeddingsServer:
+    def __init__(self, args: EmbeddingsArgs):
+        self.args = args
+
+    def __serve_build_asgi_app__(self):
+        from mediaflow_serving.apps.embeddings_api import create_app
+
+        settings = ServingSettings(**self.args.serving)
+        return create_app(
+            partial(load_embedder, self.args.engine),
+            batcher=serve.batch(
+                max_batch_size=settings.embedding_max_batch_size,
+                batch_wait_timeout_s=settings.embedding_batch_wait_s,
+            ),
+            settings=settings,
+            metrics_to_ray=True,
+        )
+
+
+def app(args: EmbeddingsArgs | dict[str, Any] | None = None) -> Application:
+    return EmbeddingsServer.bind(EmbeddingsArgs.model_validate(args or {}))

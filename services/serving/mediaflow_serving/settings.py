@@ -1,0 +1,30 @@
+"""Serving-only settings (env prefix ``MEDIAFLOW_SERVE_``); engine settings stay in
+``mediaflow.config.Settings`` (``MEDIAFLOW_*``) so a served model is configured exactly
+like an in-process one."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_SERVE_", env_file=None, extra="ignore")
+
+    max_upload_bytes: int = Field(
+        default=512 * 1024**2, gt=0, description="Largest accepted upload or artifact; larger → 413."
+    )
+    allowed_root: str | None = Field(
+        default=None,
+        description="fsspec URI under which /v1/audio/transcriptions/uri may read; "
+        "default: the artifact store (MEDIAFLOW_ARTIFACT_ROOT / <data_dir>/artifacts).",
+    )
+    max_embedding_inputs: int = Field(
+        default=2048, gt=0, description="Most strings in one embeddings request."
+    )
+    embedding_max_batch_size: int = Field(
+        default=64, gt=0, description="Most requests merged into one encode call (@serve.batch)."
+    )
+    embedding_batch_wait_s: float = Field(
+        default=0.01, ge=0, description="How long a batch waits to fill up."
+    )

@@ -1,0 +1,52 @@
+"""Ray Serve transcription app: WhisperX behind the OpenAI-shaped FastAPI ingress.
+
+Serve config: ``import_path: mediaflow_serving.transcription:app`` with ``args``
+``{engine: {...}, serving: {...}}`` (``mediaflow.config.Settings`` and
+``ServingSettings`` fields; ``MEDIAFLOW_*`` env vars from the runtime_env apply too).
+The model loads once per replica, when the app starts; ``num_gpus``/``num_cpus`` per
+replica and autoscaling come from the serve config's ``deployments`` section.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from pydantic import BaseModel
+from ray import serve
+from ray.serve import Application
+
+from mediaflow_serving.engines import load_transcriber
+from mediaflow_serving.settings import ServingSettings
+
+
+class TranscriptionArgs(BaseModel):
+    engine: dict[str, Any] = {}
+    serving: dict[str, Any] = {}
+
+
+@serve.deployment(
+    name="TranscriptionServer",
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=8,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+)
+@serve.ingress()
+class TranscriptionServer:
+    def __init__(self, args: TranscriptionArgs):
+        self.args = args
+
+    def __serve_build_asgi_app__(self):
+        # built in the replica: the app holds the model and unpicklable metric locks
+        from mediaflow_serving.apps.transcription_api import create_app
+
+        return create_app(
+            partial(load_transcriber, self.args.engine),
+            settings=ServingSettings(**self.args.serving),
+            metrics_to_ray=True,
+        )
+
+
+def app(args: TranscriptionArgs | dict[str, Any] | None = None) -> Application:
+    return TranscriptionServer.bind(TranscriptionArgs.model_validate(args or {}))

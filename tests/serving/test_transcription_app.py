@@ -1,0 +1,119 @@
+"""The transcription app under Ray Serve, spoken to with the official openai client and
+with Mediaflow's remote engine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from mediaflow.engines.remote import RemoteTranscriber
+from mediaflow.errors import EngineRequestError
+from mediaflow.models import Transcript
+from mediaflow.subtitles import parse_cues
+from tests.conftest import wer
+from tests.serving.conftest import MAX_UPLOAD_BYTES
+
+MAX_WER = 0.15
+
+
+@pytest.fixture(scope="module")
+def client(transcription_url) -> OpenAI:
+    return OpenAI(base_url=f"{transcription_url}/v1", api_key="not-needed", max_retries=0, timeout=300)
+
+
+def spoken_text(result, response_format: str) -> str:
+    if response_format == "json":
+        return result.text
+    if response_format == "verbose_json":
+        return Transcript.model_validate(result.model_dump()).text
+    if response_format in ("srt", "vtt"):
+        cues = parse_cues(result)
+        assert cues, f"no cues in the {response_format} answer"
+        return " ".join(c.text for c in cues)
+    return result
+
+
+@pytest.mark.parametrize("response_format", ["json", "verbose_json", "text", "srt", "vtt"])
+def test_transcription_matches_the_script_in_every_format(client, speech, response_format):
+    with open(speech.media, "rb") as audio:
+        result = client.audio.transcriptions.create(
+            model="whisper-1", file=audio, language="en", response_format=response_format
+        )
+    text = spoken_text(result, response_format)
+    assert wer(speech.text, text) <= MAX_WER, text
+
+
+def test_verbose_json_has_word_times_near_the_passages(client, speech):
+    with open(speech.media, "rb") as audio:
+        result = client.audio.transcriptions.create(
+            model="whisper-1", file=audio, language="en", response_format="verbose_json",
+            timestamp_granularities=["word", "segment"],
+        )
+    transcript = Transcript.model_validate(result.model_dump())
+    assert abs(transcript.duration - speech.duration) < 0.5
+    assert result.words and all(w.start <= w.end for w in result.words)
+    # the first word of each passage is heard within 1.5 s of when it was spoken
+    for passage in speech.passages:
+        first = passage.text.split()[0].lower()
+        starts = [w.start for w in result.words if w.word.lower().strip(".,") == first]
+        assert any(abs(s - passage.start) < 1.5 for s in starts), (first, passage.start, starts)
+
+
+def test_remote_engine_reads_the_artifact_store(transcription_url, speech, artifact_root):
+    stored = artifact_root / "media" / "m1" / "audio.wav"
+    stored.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(speech.media, stored)
+    engine = RemoteTranscriber(transcription_url, retries=0)
+    transcript = engine.transcribe_uri(str(stored), language="en")
+    assert wer(speech.text, transcript.text) <= MAX_WER
+    assert transcript.word_timing == "attention"
+
+
+def test_artifact_uris_outside_the_root_are_refused(transcription_url, speech):
+    engine = RemoteTranscriber(transcription_url, retries=0)
+    with pytest.raises(EngineRequestError, match="403.*outside the allowed artifact root"):
+        engine.transcribe_uri(speech.media)
+    with pytest.raises(EngineRequestError, match="403"):
+        engine.transcribe_uri("/etc/../etc/passwd")
+
+
+def test_bad_audio_is_a_400_with_a_reason(client, tmp_path):
+    with pytest.raises(openai.BadRequestError, match="not a readable media file"):
+        client.audio.transcriptions.create(model="whisper-1", file=("notes.wav", b"RIFF" + b"\x13" * 4000))
+    silent_video = tmp_path / "no-audio.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=5:duration=1",
+                    "-c:v", "libx264", str(silent_video)], check=True)
+    with pytest.raises(openai.BadRequestError, match="no audio stream"):
+        client.audio.transcriptions.create(model="whisper-1", file=silent_video)
+
+
+def test_oversized_upload_is_a_413(client, transcription_url):
+    too_big = b"\0" * (MAX_UPLOAD_BYTES + 1)
+    with pytest.raises(openai.APIStatusError) as refused:
+        client.audio.transcriptions.create(model="whisper-1", file=("long.wav", too_big))
+    assert refused.value.status_code == 413
+    assert "limit" in refused.value.message
+
+
+def audio_seconds(transcription_url: str) -> float:
+    metrics = httpx.get(f"{transcription_url}/metrics").text
+    values = [float(line.split()[-1]) for line in metrics.splitlines()
+              if line.startswith("mediaflow_serving_audio_seconds_total")]
+    return values[0] if values else 0.0
+
+
+def test_remote_engine_uploads_and_metrics_count_audio_seconds(transcription_url, speech):
+    assert httpx.get(f"{transcription_url}/health").json()["status"] == "ok"
+    before = audio_seconds(transcription_url)
+    transcript = RemoteTranscriber(transcription_url, retries=0).transcribe(Path(speech.media), language="en")
+    assert wer(speech.text, transcript.text) <= MAX_WER
+    assert audio_seconds(transcription_url) - before == pytest.approx(speech.duration, abs=0.1)
+    metrics = httpx.get(f"{transcription_url}/metrics").text
+    assert ('mediaflow_serving_requests_total{app="transcription",'
+            'route="/v1/audio/transcriptions",status="200"}') in metrics
