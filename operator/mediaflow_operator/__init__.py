@@ -1,0 +1,1 @@
+"""kopf operator: drives the Mediaflow pipeline for MediaJob resources."""

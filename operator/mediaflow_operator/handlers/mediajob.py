@@ -1,0 +1,233 @@
+"""One daemon per MediaJob drives its stages; all state is read back from the object.
+
+Resume rules (operator restarted mid-way): a stage whose condition is True is
+skipped; the worker Job has a deterministic name, so an existing one is followed
+rather than created again; pipeline stages skip work whose artifact already
+validates, and Qdrant point ids are deterministic, so nothing is duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+
+import kopf
+from pydantic import ValidationError
+
+from mediaflow.crd import MediaJobStatus, StageTiming
+from mediaflow.errors import EngineRequestError, EngineUnavailableError, MediaflowError
+from mediaflow.models import ChunkSet, IndexRecord, ProbeResult, SummaryRecord, Transcript
+from mediaflow.spec import MediaJobSpec
+from mediaflow.stages import STAGES
+from mediaflow_operator import metrics, runtime
+from mediaflow_operator.conditions import condition_type, is_true, now, set_condition
+from mediaflow_operator.jobs import JOB_STAGES, extract_job, job_name, job_outcome, media_id_for
+
+TOTAL_WEIGHT = sum(s.weight for s in STAGES)
+
+
+def _duration(started: datetime | None, finished: datetime) -> str | None:
+    if started is None:
+        return None
+    seconds = int((finished - started).total_seconds())
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
+
+
+class MediaJobRun:
+    """The status of one MediaJob as the daemon builds it, patched after each step."""
+
+    def __init__(self, body: kopf.Body, logger):
+        self.body = body
+        self.logger = logger
+        self.name = body["metadata"]["name"]
+        self.namespace = body["metadata"]["namespace"]
+        self.generation = body["metadata"].get("generation")
+        self.media_id = media_id_for(self.namespace, self.name)
+        self.status = MediaJobStatus.model_validate(dict(body.get("status") or {}))
+        self.rt = runtime.current()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    async def save(self) -> None:
+        self.status.observed_generation = self.generation
+        self.rt.phases[self.key] = self.status.phase
+        metrics.publish_phases(self.rt.phases)
+        await self.rt.kube.patch_status(
+            self.namespace, self.name, self.status.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+    def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
+        self.status.conditions = set_condition(
+            self.status.conditions, type_, status, reason, message, self.generation)
+
+    def done(self, stage: str) -> bool:
+        return is_true(self.status.conditions, condition_type(stage))
+
+    def update_progress(self) -> None:
+        finished = sum(s.weight for s in STAGES if self.done(s.name))
+        self.status.progress = int(100 * finished / TOTAL_WEIGHT)
+
+    async def finish(self, phase: str, reason: str, message: str) -> None:
+        finished = now()
+        self.status.phase, self.status.reason, self.status.message = phase, reason, message
+        self.status.finished_at = finished
+        self.status.duration = _duration(self.status.started_at, finished)
+        self.condition("Ready", "True" if phase == "Succeeded" else "False", reason, message)
+        await self.save()
+        (kopf.info if phase == "Succeeded" else kopf.warn)(self.body, reason=reason, message=message)
+
+
+async def run_mediajob(body: kopf.Body, spec, stopped, retry: int, logger, **_) -> None:
+    run = MediaJobRun(body, logger)
+    try:
+        job_spec = MediaJobSpec.model_validate(dict(spec))
+    except ValidationError as exc:
+        # The CRD schema catches most of this; the model also checks what CEL cannot see.
+        await run.finish("Failed", "InvalidSpec", str(exc)[:1000])
+        return
+    if run.status.phase not in ("Succeeded", "Failed"):
+        await _process(run, job_spec, retry)
+    await _expire(run, job_spec, stopped)
+
+
+async def _process(run: MediaJobRun, spec: MediaJobSpec, retry: int) -> None:
+    async def waiting() -> None:
+        run.status.phase, run.status.reason = "Pending", "WaitingForSlot"
+        run.status.message = f"{run.rt.settings.max_running} MediaJobs already running"
+        await run.save()
+
+    async with run.rt.slots.hold(run.key, spec.priority, on_wait=waiting):
+        if run.status.phase != "Running":
+            run.status.phase, run.status.reason, run.status.message = "Running", "Processing", ""
+            run.status.started_at = run.status.started_at or now()
+            run.status.outputs.media_id = run.media_id
+            await run.save()
+            kopf.info(run.body, reason="Started", message=f"processing media {run.media_id}")
+        if not run.done("extract_audio"):
+            if not await _worker_job(run, spec):
+                return
+        for stage in STAGES:
+            if stage.name in JOB_STAGES or run.done(stage.name):
+                continue
+            if not await _remote_stage(run, spec, stage.name, retry):
+                return
+        _fill_outputs(run)
+        await run.finish("Succeeded", "Completed", f"media {run.media_id} transcribed, indexed and summarized")
+
+
+def _begin(run: MediaJobRun, stage: str, reason: str, message: str) -> None:
+    timing = run.status.stages.get(stage) or StageTiming()
+    run.status.stages[stage] = StageTiming(started_at=timing.started_at or now())
+    run.condition(condition_type(stage), "Unknown", reason, message)
+
+
+def _end(run: MediaJobRun, stage: str, reason: str, message: str) -> None:
+    run.status.stages[stage] = StageTiming(started_at=run.status.stages[stage].started_at,
+                                           finished_at=now())
+    run.condition(condition_type(stage), "True", reason, message)
+    run.update_progress()
+
+
+async def _worker_job(run: MediaJobRun, spec: MediaJobSpec) -> bool:
+    """probe + extract_audio as a Kubernetes Job of the worker image; True once it completed."""
+    rt, name = run.rt, job_name(run.name)
+    started = time.perf_counter()
+    job = await rt.kube.get_job(run.namespace, name)
+    if job is None:
+        # The worker reads the spec from the artifact store (no ConfigMap per MediaJob).
+        await asyncio.to_thread(rt.pipeline.store.write_text, run.media_id, "job.json",
+                                spec.model_dump_json(by_alias=True))
+        job = await rt.kube.create_job(extract_job(run.body, run.media_id, spec, rt.settings))
+        for stage in JOB_STAGES:
+            _begin(run, stage, "JobCreated", f"Job {name} created")
+        await run.save()
+        kopf.info(run.body, reason="JobCreated", message=f"created Job {name}")
+    while (outcome := job_outcome(job)) is None:
+        await rt.jobs.wait(run.namespace, name, timeout=rt.settings.job_recheck_seconds)
+        job = rt.jobs.latest(run.namespace, name) or await rt.kube.get_job(run.namespace, name)
+        if job is None:
+            raise kopf.TemporaryError(f"Job {name} disappeared; recreating", delay=1)
+    ok, reason, message = outcome
+    seconds = time.perf_counter() - started
+    if ok != "True":
+        for stage in JOB_STAGES:
+            if not run.done(stage):
+                run.condition(condition_type(stage), "False", reason, message)
+        metrics.STAGE_FAILURES.labels("extract_audio").inc()
+        await run.finish("Failed", reason, message)
+        return False
+    for stage in JOB_STAGES:
+        if stage not in run.status.stages:
+            _begin(run, stage, "JobCreated", f"Job {name} created")
+        _end(run, stage, reason, message)
+    metrics.STAGE_SECONDS.labels("extract_audio").observe(seconds)
+    await run.save()
+    kopf.info(run.body, reason="AudioExtracted", message=message)
+    return True
+
+
+async def _remote_stage(run: MediaJobRun, spec: MediaJobSpec, stage: str, retry: int) -> bool:
+    """A pipeline stage whose engine is a serving endpoint (or Qdrant); True when done."""
+    _begin(run, stage, "Running", f"{stage} started")
+    await run.save()
+    started = time.perf_counter()
+    try:
+        await asyncio.to_thread(run.rt.stage_runner(), run.media_id, stage, spec)
+    except EngineUnavailableError as exc:
+        if retry < run.rt.settings.stage_retries:
+            metrics.STAGE_RETRIES.labels(stage).inc()
+            run.condition(condition_type(stage), "Unknown", "EngineUnavailable", str(exc))
+            await run.save()
+            kopf.warn(run.body, reason="Retrying", message=f"{stage}: {exc}")
+            raise kopf.TemporaryError(str(exc), delay=run.rt.settings.retry_delay_seconds * 2**retry)
+        await _fail_stage(run, stage, "EngineUnavailable", str(exc))
+        return False
+    except EngineRequestError as exc:
+        await _fail_stage(run, stage, "RequestRejected", str(exc))
+        raise kopf.PermanentError(str(exc)) from exc
+    except MediaflowError as exc:
+        await _fail_stage(run, stage, "StageFailed", str(exc))
+        return False
+    metrics.STAGE_SECONDS.labels(stage).observe(time.perf_counter() - started)
+    _end(run, stage, "Completed", f"{stage} done")
+    await run.save()
+    return True
+
+
+async def _fail_stage(run: MediaJobRun, stage: str, reason: str, message: str) -> None:
+    metrics.STAGE_FAILURES.labels(stage).inc()
+    run.condition(condition_type(stage), "False", reason, message)
+    await run.finish("Failed", reason, f"{stage}: {message}")
+
+
+def _fill_outputs(run: MediaJobRun) -> None:
+    store, media_id, out = run.rt.pipeline.store, run.media_id, run.status.outputs
+    for artifact in ("audio.wav", "transcript.json", "transcript.srt", "transcript.vtt", "chunks.json",
+                     "summary.md"):
+        if store.exists(media_id, artifact):
+            out.artifacts[artifact.replace(".", "_")] = store.uri(media_id, artifact)
+    if probe := store.read_model(media_id, "probe.json", ProbeResult):
+        out.duration_seconds = probe.duration
+    if transcript := store.read_model(media_id, "transcript.json", Transcript):
+        out.language, out.segments = transcript.language, len(transcript.segments)
+    if chunks := store.read_model(media_id, "chunks.json", ChunkSet):
+        out.chunks = len(chunks.chunks)
+    if index := store.read_model(media_id, "index.json", IndexRecord):
+        out.points = index.points
+    if summary := store.read_model(media_id, "summary.json", SummaryRecord):
+        out.summary_excerpt = summary.text[:500]
+
+
+async def _expire(run: MediaJobRun, spec: MediaJobSpec, stopped) -> None:
+    """ttlSecondsAfterFinished: delete the finished MediaJob (the finalizer cleans up)."""
+    ttl = spec.ttl_seconds_after_finished
+    if ttl is None or run.status.finished_at is None:
+        return
+    left = ttl - (now() - run.status.finished_at).total_seconds()
+    if left > 0:
+        await stopped.wait(left)
+    if not stopped:
+        await run.rt.kube.delete_mediajob(run.namespace, run.name)

@@ -1,0 +1,77 @@
+"""A small async Kubernetes client (httpx) built from kopf's own login credentials."""
+
+from __future__ import annotations
+
+import json
+import ssl
+from typing import Any
+
+import httpx
+import kopf
+
+from mediaflow.crd import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+
+
+class KubeApi:
+    def __init__(self, client: httpx.AsyncClient):
+        self.client = client
+        self.requests = 0  # for the benchmark: API calls made by the operator's own code
+
+    @classmethod
+    def from_connection(cls, info: kopf.ConnectionInfo, *, timeout: float, connect_timeout: float) -> KubeApi:
+        verify: ssl.SSLContext | bool = True
+        if info.insecure:
+            verify = False
+        elif info.ca_path or info.ca_data:
+            ca = info.ca_data.decode() if isinstance(info.ca_data, bytes) else info.ca_data
+            verify = ssl.create_default_context(cafile=info.ca_path, cadata=ca)
+            if info.certificate_path and info.private_key_path:
+                verify.load_cert_chain(info.certificate_path, info.private_key_path)
+        headers = {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"} if info.token else {}
+        client = httpx.AsyncClient(
+            base_url=info.server, verify=verify, headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def _call(self, method: str, url: str, **kwargs) -> httpx.Response:
+        self.requests += 1
+        return await self.client.request(method, url, **kwargs)
+
+    # -- Jobs -----------------------------------------------------------------------
+    async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        response = await self._call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        return response.json()
+
+    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        response = await self._call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", json=manifest)
+        if response.status_code == 409:  # created before a restart: adopt it
+            return await self.get_job(ns, name) or manifest
+        response.raise_for_status()
+        return response.json()
+
+    # -- MediaJobs --------------------------------------------------------------------
+    def _mediajob_url(self, namespace: str, name: str) -> str:
+        return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}"
+
+    async def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        response = await self._call(
+            "PATCH", self._mediajob_url(namespace, name) + "/status",
+            content=json.dumps({"status": status}), headers=MERGE_PATCH,
+        )
+        if response.status_code != 404:  # gone meanwhile: nothing to report on
+            response.raise_for_status()
+
+    async def delete_mediajob(self, namespace: str, name: str) -> None:
+        response = await self._call("DELETE", self._mediajob_url(namespace, name))
+        if response.status_code != 404:
+            response.raise_for_status()

@@ -1,0 +1,119 @@
+"""What the handlers share for the operator's lifetime: API client, pipeline, slots, Job watch."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from mediaflow.pipeline import Pipeline
+from mediaflow.spec import MediaJobSpec
+from mediaflow_operator.kube import KubeApi
+from mediaflow_operator.settings import OperatorSettings
+
+# (media_id, stage name, spec) -> None; runs one pipeline stage (blocking, in a thread).
+StageRunner = Callable[[str, str, MediaJobSpec], Any]
+
+
+class Slots:
+    """At most ``limit`` MediaJobs run at once; waiters are served by priority, then age."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.running: set[str] = set()
+        self._waiters: list[tuple[int, int, str, asyncio.Future]] = []
+        self._order = itertools.count()
+
+    @asynccontextmanager
+    async def hold(self, key: str, priority: int, on_wait: Callable[[], Any] | None = None):
+        if key not in self.running:
+            if len(self.running) >= self.limit:
+                future = asyncio.get_running_loop().create_future()
+                heapq.heappush(self._waiters, (-priority, next(self._order), key, future))
+                if on_wait:
+                    await on_wait()
+                try:
+                    await future
+                except asyncio.CancelledError:
+                    self._waiters = [w for w in self._waiters if w[2] != key]
+                    heapq.heapify(self._waiters)
+                    if future.done() and not future.cancelled():
+                        self._release(key)
+                    raise
+            else:
+                self.running.add(key)
+        try:
+            yield
+        finally:
+            self._release(key)
+
+    def _release(self, key: str) -> None:
+        self.running.discard(key)
+        while self._waiters and len(self.running) < self.limit:
+            _, _, next_key, future = heapq.heappop(self._waiters)
+            if not future.done():
+                self.running.add(next_key)
+                future.set_result(None)
+
+
+class JobWatch:
+    """Latest seen state of worker Jobs, fed by the Job watch; daemons wait on it."""
+
+    def __init__(self):
+        self._latest: dict[tuple[str, str], dict[str, Any]] = {}
+        self._changed: dict[tuple[str, str], asyncio.Event] = {}
+
+    def seen(self, namespace: str, name: str, body: dict[str, Any] | None) -> None:
+        key = (namespace, name)
+        if body is None:
+            self._latest.pop(key, None)
+        else:
+            self._latest[key] = body
+        self._changed.setdefault(key, asyncio.Event()).set()
+
+    def latest(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._latest.get((namespace, name))
+
+    async def wait(self, namespace: str, name: str, timeout: float) -> None:
+        event = self._changed.setdefault((namespace, name), asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+        event.clear()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._latest.pop((namespace, name), None)
+        self._changed.pop((namespace, name), None)
+
+
+@dataclass
+class Runtime:
+    settings: OperatorSettings
+    kube: KubeApi
+    pipeline: Pipeline
+    slots: Slots
+    jobs: JobWatch = field(default_factory=JobWatch)
+    phases: dict[str, str] = field(default_factory=dict)  # "ns/name" -> phase, for metrics
+    run_stage: StageRunner | None = None
+
+    def stage_runner(self) -> StageRunner:
+        return self.run_stage or (lambda media_id, stage, spec: self.pipeline.run_stage(media_id, stage, spec))
+
+
+_current: Runtime | None = None
+
+
+def current() -> Runtime:
+    if _current is None:
+        raise RuntimeError("the operator has not started")
+    return _current
+
+
+def install(runtime: Runtime | None) -> None:
+    global _current
+    _current = runtime

@@ -1,0 +1,59 @@
+"""Operator settings (environment prefix ``MEDIAFLOW_OPERATOR_``, e.g. from the chart's ConfigMap).
+
+The pipeline's own settings (artifact store, Qdrant, engine URLs) stay ``MEDIAFLOW_*``
+and are read by :func:`mediaflow.config.Settings`; the operator forces remote engines.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_OPERATOR_", extra="ignore")
+
+    # -- worker Jobs (ffmpeg stages) -------------------------------------------
+    worker_image: str = "mediaflow/worker:latest"
+    worker_image_pull_policy: str = "IfNotPresent"
+    worker_service_account: str | None = None
+    worker_cpu_request: str = "500m"
+    worker_cpu_limit: str = "2"
+    worker_memory_request: str = "512Mi"
+    worker_memory_limit: str = "2Gi"
+    worker_env_from_configmap: str | None = Field(
+        default=None, description="ConfigMap with the MEDIAFLOW_* settings the worker needs."
+    )
+    media_volume_claim: str | None = Field(
+        default=None, description="PVC of the shared media volume, mounted at media_mount_path."
+    )
+    media_mount_path: str = "/media"
+    job_backoff_limit: int = Field(default=2, ge=0)
+    job_active_deadline_seconds: int = Field(default=3600, gt=0)
+    job_ttl_seconds_after_finished: int = Field(default=3600, ge=0)
+
+    # -- scheduling -------------------------------------------------------------
+    max_running: int = Field(default=4, ge=1, description="MediaJobs processed at once.")
+    stage_retries: int = Field(
+        default=3, ge=0, description="Temporary failures of a remote stage before Failed."
+    )
+    retry_delay_seconds: float = Field(default=10.0, ge=0)
+    job_recheck_seconds: float = Field(
+        default=30.0, gt=0, description="Re-read a worker Job this often even without a watch event."
+    )
+
+    # -- kopf ---------------------------------------------------------------------
+    watch_server_timeout: int = Field(default=300, description="Server-side watch timeout (s).")
+    watch_client_timeout: int = Field(default=330, description="Client-side watch timeout (s).")
+    connect_timeout: int = Field(default=30, description="API connect timeout (s).")
+    request_timeout: int = Field(default=60, description="API request timeout (s).")
+    peering_name: str = "mediaflow"
+    standalone: bool = Field(default=False, description="No peering (single replica, tests).")
+    metrics_port: int | None = Field(default=9090, description="Prometheus /metrics port; unset = off.")
+
+
+@lru_cache
+def get_operator_settings() -> OperatorSettings:
+    return OperatorSettings()
