@@ -8,7 +8,7 @@ LLM_MODEL_DIR := $(DATA)/models/smollm2
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-EDITABLES := -e services/core -e services/serving -e services/gateway
+EDITABLES := -e services/core -e services/serving -e services/gateway -e operator
 APT_PACKAGES := ffmpeg espeak-ng unzip chromium
 
 .PHONY: setup tools apt demo test bench lock clean llm-stop serve images-check help

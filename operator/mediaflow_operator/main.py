@@ -5,6 +5,8 @@ Run with ``mediaflow-operator`` (or ``kopf run -A path/to/main.py``).
 
 from __future__ import annotations
 
+import argparse
+
 import kopf
 
 from mediaflow.crd import GROUP, PLURAL, VERSION
@@ -22,12 +24,30 @@ kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")(deletion.delete_media)
 kopf.on.event("batch", "v1", "jobs", labels={MEDIAJOB_LABEL: kopf.PRESENT})(jobs_watch.job_event)
 
 
-def run() -> None:
-    """Console script ``mediaflow-operator``: all namespaces, peering unless standalone."""
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mediaflow-operator",
+        description="Reconcile MediaJob resources (mediajobs.mediaflow.dev): worker Jobs for the ffmpeg "
+        "stages, the serving endpoints for transcription, embeddings and summary, Qdrant for the index. "
+        "Configured by MEDIAFLOW_OPERATOR_* and MEDIAFLOW_* environment variables.",
+    )
+    parser.add_argument("-n", "--namespace", action="append", default=[],
+                        help="watch only this namespace (repeatable); default: all namespaces")
+    parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
+                        help="kopf liveness endpoint (default: %(default)s)")
+    parser.add_argument("--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Console script ``mediaflow-operator``: peering unless MEDIAFLOW_OPERATOR_STANDALONE."""
+    args = _parser().parse_args(argv)
     settings = OperatorSettings()
+    kopf.configure(verbose=args.verbose)
     kopf.run(
-        clusterwide=True,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
         standalone=settings.standalone,
         peering_name=settings.peering_name,
-        liveness_endpoint="http://0.0.0.0:8080/healthz",
+        liveness_endpoint=args.liveness,
     )

@@ -100,6 +100,7 @@ class Runtime:
     jobs: JobWatch = field(default_factory=JobWatch)
     phases: dict[str, str] = field(default_factory=dict)  # "ns/name" -> phase, for metrics
     run_stage: StageRunner | None = None
+    metrics_server: Any = None  # prometheus_client's WSGI server, shut down at cleanup
 
     def stage_runner(self) -> StageRunner:
         return self.run_stage or (lambda media_id, stage, spec: self.pipeline.run_stage(media_id, stage, spec))

@@ -59,21 +59,28 @@ class UvicornThread:
         self.thread.join(10)
 
 
-class FailFirst:
-    """ASGI wrapper answering 503 to the first ``count`` POSTs (an overloaded Ray Serve)."""
+class Flaky:
+    """ASGI wrapper that counts POSTs and can refuse the next ones (an overloaded or strict Ray Serve)."""
 
-    def __init__(self, app, count: int):
-        self.app, self.left, self.refused = app, count, 0
+    def __init__(self, app):
+        self.app, self.calls, self.refused = app, 0, 0
+        self._left, self._status = 0, 503
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        self._left, self._status = count, status
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] == "POST" and self.left > 0:
-            self.left -= 1
-            self.refused += 1
-            body = json.dumps({"error": {"message": "no replica available"}}).encode()
-            await send({"type": "http.response.start", "status": 503,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": body})
-            return
+        if scope["type"] == "http" and scope["method"] == "POST":
+            self.calls += 1
+            if self._left > 0:
+                self._left -= 1
+                self.refused += 1
+                message = "no replica available" if self._status >= 500 else "audio could not be decoded"
+                body = json.dumps({"error": {"message": message}}).encode()
+                await send({"type": "http.response.start", "status": self._status,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": body})
+                return
         await self.app(scope, receive, send)
 
 
@@ -90,7 +97,7 @@ def transcription_service(engines_cache, tmp_path):
     """Per test, so a test can make it refuse its first requests."""
     from mediaflow_serving.apps.transcription_api import create_app
 
-    app = FailFirst(create_app(lambda: engines_cache.transcriber), count=0)
+    app = Flaky(create_app(lambda: engines_cache.transcriber))
     with UvicornThread(app) as server:
         server.app = app
         yield server
@@ -139,6 +146,8 @@ class Cluster:
     async def create_mediajob(self, name: str, spec: dict) -> dict:
         body = {"apiVersion": API_VERSION, "kind": "MediaJob",
                 "metadata": {"name": name, "namespace": NAMESPACE, "uid": f"uid-{name}", "generation": 1,
+                             # KMock keeps no resourceVersion; kopf's finalizer patch tests for one.
+                             "resourceVersion": "1",
                              "creationTimestamp": "2026-01-01T00:00:00Z"},
                 "spec": spec}
         response = await self.api.post(MEDIAJOBS, json=body)
@@ -192,7 +201,7 @@ async def cluster(kmock, tmp_path):
 
 
 @pytest.fixture
-def operator_env(monkeypatch, tmp_path, cluster, embeddings_service, transcription_service):
+def operator_env(monkeypatch, tmp_path, cluster, embeddings_service, transcription_service, llm_url):
     """Environment of the operator (and of the worker processes the FakeKubelet starts)."""
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(yaml.safe_dump({
@@ -207,7 +216,7 @@ def operator_env(monkeypatch, tmp_path, cluster, embeddings_service, transcripti
         "MEDIAFLOW_TRANSCRIPTION_URL": transcription_service.url,
         "MEDIAFLOW_EMBEDDING_URL": embeddings_service.url,
         "MEDIAFLOW_REMOTE_RETRIES": "1",
-        "MEDIAFLOW_LLM_MODEL_DIR": str(REPO / ".mediaflow" / "models" / "smollm2"),
+        "MEDIAFLOW_LLM_URL": llm_url,
         "MEDIAFLOW_OPERATOR_STANDALONE": "true",
         "MEDIAFLOW_OPERATOR_METRICS_PORT": str(free_port()),
         "MEDIAFLOW_OPERATOR_JOB_RECHECK_SECONDS": "2",
@@ -245,11 +254,17 @@ class OperatorProcess:
 
 
 @pytest.fixture
-async def operator(cluster, operator_env):
+async def operator_process(cluster, operator_env):
+    """The operator, not yet started: the test sets its environment, then starts (and restarts) it."""
     process = OperatorProcess(cluster)
-    await process.start()
     yield process
     await process.stop()
+
+
+@pytest.fixture
+async def operator(operator_process):
+    await operator_process.start()
+    return operator_process
 
 
 @pytest.fixture
