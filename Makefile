@@ -79,6 +79,8 @@ test: setup  ## run the test suite
 bench: setup  ## run the benchmarks
 	$(VENV)/bin/python bench/pipeline.py
 	$(VENV)/bin/python bench/gateway.py
+	$(VENV)/bin/python bench/serving.py
+	$(VENV)/bin/python bench/operator.py
 
 images-check:  ## build operator/gateway/worker images daemonlessly (root + buildah) and run each --help
 	PATH=$(CURDIR)/.venv/bin:$$PATH images/check.sh

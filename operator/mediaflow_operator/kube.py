@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 from typing import Any
@@ -15,9 +16,11 @@ MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
 
 class KubeApi:
-    def __init__(self, client: httpx.AsyncClient):
+    def __init__(self, client: httpx.AsyncClient, max_in_flight: int = 16):
         self.client = client
-        self.requests = 0  # for the benchmark: API calls made by the operator's own code
+        # httpx's pool rescans its whole wait queue for every request: hundreds of daemons
+        # queueing there at once burn the CPU. Waiting here instead is FIFO and cheap.
+        self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @classmethod
     def from_connection(cls, info: kopf.ConnectionInfo, *, timeout: float, connect_timeout: float) -> KubeApi:
@@ -40,8 +43,8 @@ class KubeApi:
         await self.client.aclose()
 
     async def _call(self, method: str, url: str, **kwargs) -> httpx.Response:
-        self.requests += 1
-        return await self.client.request(method, url, **kwargs)
+        async with self._in_flight:
+            return await self.client.request(method, url, **kwargs)
 
     # -- Jobs -----------------------------------------------------------------------
     async def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -51,13 +54,14 @@ class KubeApi:
         response.raise_for_status()
         return response.json()
 
-    async def create_job(self, manifest: dict[str, Any]) -> dict[str, Any]:
+    async def create_job(self, manifest: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """``(job, created)``; an existing Job of that name (made before a restart) is adopted."""
         ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         response = await self._call("POST", f"/apis/batch/v1/namespaces/{ns}/jobs", json=manifest)
-        if response.status_code == 409:  # created before a restart: adopt it
-            return await self.get_job(ns, name) or manifest
+        if response.status_code == 409:
+            return await self.get_job(ns, name) or manifest, False
         response.raise_for_status()
-        return response.json()
+        return response.json(), True
 
     # -- MediaJobs --------------------------------------------------------------------
     def _mediajob_url(self, namespace: str, name: str) -> str:

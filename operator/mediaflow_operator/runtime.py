@@ -6,6 +6,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,16 @@ class Runtime:
     phases: dict[str, str] = field(default_factory=dict)  # "ns/name" -> phase, for metrics
     run_stage: StageRunner | None = None
     metrics_server: Any = None  # prometheus_client's WSGI server, shut down at cleanup
+    # Stages block a thread for seconds to minutes; their own pool keeps them from starving
+    # the short artifact-store calls queued on the loop's default executor.
+    stage_pool: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stage_pool = ThreadPoolExecutor(self.settings.max_running, thread_name_prefix="stage")
+
+    async def run_stage_async(self, media_id: str, stage: str, spec: MediaJobSpec) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.stage_pool, self.stage_runner(), media_id, stage, spec)
 
     def stage_runner(self) -> StageRunner:
         return self.run_stage or (lambda media_id, stage, spec: self.pipeline.run_stage(media_id, stage, spec))

@@ -40,6 +40,9 @@ class OperatorSettings(BaseSettings):
         default=3, ge=0, description="Temporary failures of a remote stage before Failed."
     )
     retry_delay_seconds: float = Field(default=10.0, ge=0)
+    status_grace_seconds: float = Field(
+        default=1.0, ge=0, description="A stage done within this is reported once, when it ends."
+    )
     job_recheck_seconds: float = Field(
         default=30.0, gt=0, description="Re-read a worker Job this often even without a watch event."
     )

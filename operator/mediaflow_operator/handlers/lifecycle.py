@@ -68,5 +68,6 @@ async def cleanup(**_) -> None:
     if rt.metrics_server is not None:  # frees the port for a restart in the same process
         rt.metrics_server.shutdown()
         rt.metrics_server.server_close()
+    rt.stage_pool.shutdown(wait=False, cancel_futures=True)
     await rt.kube.close()
     rt.pipeline.close()
