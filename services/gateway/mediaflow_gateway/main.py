@@ -54,6 +54,21 @@ def create_app(settings: GatewaySettings | None = None, backend: Backend | None 
     return app
 
 
+def main(argv: list[str] | None = None) -> None:
+    """Console script ``mediaflow-gateway``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="mediaflow-gateway",
+        description="Mediaflow REST API and web UI. Configured by MEDIAFLOW_GATEWAY_* (backend, API keys, "
+        "limits) and MEDIAFLOW_* (pipeline) environment variables.",
+    )
+    parser.add_argument("--host", help="bind address (default: MEDIAFLOW_GATEWAY_HOST)")
+    parser.add_argument("--port", type=int, help="port (default: MEDIAFLOW_GATEWAY_PORT)")
+    args = parser.parse_args(argv)
+    run(args.host, args.port)
+
+
 def run(host: str | None = None, port: int | None = None) -> None:
     """``mediaflow-gateway`` / ``mediaflow serve``: uvicorn with one process (models load once)."""
     import uvicorn
