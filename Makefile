@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 EDITABLES := -e services/core -e services/serving -e services/gateway -e operator
 APT_PACKAGES := ffmpeg espeak-ng unzip chromium
 
-.PHONY: setup tools apt demo test bench lock clean llm-stop serve images-check help
+.PHONY: setup tools apt demo test bench lock clean llm-stop serve images-check kind-up dev chart-check help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -81,6 +81,22 @@ bench: setup  ## run the benchmarks
 	$(VENV)/bin/python bench/gateway.py
 	$(VENV)/bin/python bench/serving.py
 	$(VENV)/bin/python bench/operator.py
+
+KUBERAY_VERSION := 1.4.2
+INGRESS_NGINX_MANIFEST := https://raw.githubusercontent.com/kubernetes/ingress-nginx/controller-v1.13.3/deploy/static/provider/kind/deploy.yaml
+
+kind-up: tools  ## a local kind cluster (kind-config.yaml) with ingress-nginx and the KubeRay operator
+	kind create cluster --config kind-config.yaml
+	$(TOOLS)/kubectl apply -f $(INGRESS_NGINX_MANIFEST)
+	$(TOOLS)/helm repo add kuberay https://ray-project.github.io/kuberay-helm/ --force-update
+	$(TOOLS)/helm upgrade --install kuberay-operator kuberay/kuberay-operator --version $(KUBERAY_VERSION) \
+		--namespace kuberay-system --create-namespace --wait
+
+dev:  ## skaffold dev: build every image, deploy the chart on kind, sync sources, forward :8080 and :8265
+	PATH=$(TOOLS):$$PATH skaffold dev
+
+chart-check: tools  ## lint, render and validate the Helm chart (also part of make test)
+	$(VENV)/bin/python -m pytest -q tests/chart
 
 images-check:  ## build operator/gateway/worker images daemonlessly (root + buildah) and run each --help
 	PATH=$(CURDIR)/.venv/bin:$$PATH images/check.sh

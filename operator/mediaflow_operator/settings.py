@@ -16,7 +16,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_OPERATOR_", extra="ignore")
 
     # -- worker Jobs (ffmpeg stages) -------------------------------------------
-    worker_image: str = "mediaflow/worker:latest"
+    worker_image: str = "mediaflow/worker:0.1.0"  # the chart sets the release's image
     worker_image_pull_policy: str = "IfNotPresent"
     worker_service_account: str | None = None
     worker_cpu_request: str = "500m"

@@ -1,0 +1,54 @@
+{{/* Building blocks of templates/networkpolicies.yaml. */}}
+{{- define "mediaflow.np.dns" -}}
+- to:
+    - namespaceSelector: {}
+      podSelector:
+        matchLabels: {k8s-app: kube-dns}
+  ports:
+    - {protocol: UDP, port: 53}
+    - {protocol: TCP, port: 53}
+{{- end -}}
+{{- define "mediaflow.np.apiServer" -}}
+- to:
+    - ipBlock: {cidr: {{ .Values.networkPolicy.apiServerCidr }}}
+  ports:
+    - {protocol: TCP, port: 443}
+    - {protocol: TCP, port: 6443}
+{{- end -}}
+{{- define "mediaflow.np.pods" -}}
+{{- $ctx := .ctx -}}
+- podSelector:
+    matchLabels:
+      app.kubernetes.io/instance: {{ $ctx.Release.Name }}
+      app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+{{- define "mediaflow.np.rayPeers" -}}
+{{- $ctx := . -}}
+{{- range $component := list "ray-head" "ray-worker" }}
+{{ include "mediaflow.np.pods" (dict "ctx" $ctx "component" $component) }}
+{{- end }}
+{{- end -}}
+{{- define "mediaflow.np.toModelsAndQdrant" -}}
+# the Ray Serve proxies (every Ray node) and Qdrant
+- to:
+    {{- include "mediaflow.np.rayPeers" . | nindent 4 }}
+  ports:
+    - {protocol: TCP, port: {{ .Values.ray.servePort }}}
+{{- if .Values.qdrant.external.url }}
+- ports:  # an external Qdrant: its address is not known here
+    - {protocol: TCP, port: 443}
+    - {protocol: TCP, port: {{ .Values.qdrant.httpPort }}}
+{{- else }}
+- to:
+    {{- include "mediaflow.np.pods" (dict "ctx" . "component" "qdrant") | nindent 4 }}
+  ports:
+    - {protocol: TCP, port: {{ .Values.qdrant.httpPort }}}
+    - {protocol: TCP, port: {{ .Values.qdrant.grpcPort }}}
+{{- end }}
+{{- if eq .Values.storage.media.backend "s3" }}
+- ports:  # the S3 artifact store
+    - {protocol: TCP, port: 443}
+    - {protocol: TCP, port: 80}
+    - {protocol: TCP, port: 9000}
+{{- end }}
+{{- end -}}
