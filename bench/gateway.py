@@ -7,7 +7,8 @@ chunks (vectors: real MiniLM embeddings of a few hundred sentences, tiled with
 small random perturbations, so the index has N distinct realistic points).
 - raw: ``QdrantClient.query_points`` with a precomputed query vector;
 - gateway: ``POST /v1/search`` through ``httpx.ASGITransport`` (auth, validation,
-  query embedding with MiniLM, Qdrant, seek refinement, JSON).
+  query embedding with MiniLM, the embedded index's exact in-memory search
+  (``mediaflow.stores.exact``, same hits as Qdrant), seek refinement, JSON).
 Upload: ``POST /v1/media`` multipart of a generated media file of ~``--upload-mb`` MB
 vs writing the same bytes to disk in 1 MiB blocks.
 Ends with ``BENCH`` lines; targets: gateway search p95 < 50 ms (at 10 k and 100 k chunks) and

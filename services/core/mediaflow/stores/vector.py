@@ -13,6 +13,7 @@ from pathlib import Path
 from qdrant_client import QdrantClient, models
 
 from mediaflow.models import Chunk, SearchHit
+from mediaflow.stores import exact
 
 _NAMESPACE = uuid.UUID("6f1c1a9e-3b1d-4c55-9a8e-6d2c7b4f9e10")
 
@@ -38,6 +39,8 @@ class VectorIndex:
             self.client = QdrantClient(path=str(path))
         self.embedded = not url
         self.collection = collection
+        # Embedded mode only: exact in-memory search per collection, shared with for_collection().
+        self._exact: dict[str, exact.ExactIndex] | None = {} if self.embedded else None
 
     @classmethod
     def from_settings(cls, settings, collection: str | None = None) -> VectorIndex:
@@ -54,6 +57,7 @@ class VectorIndex:
             return self
         other = object.__new__(VectorIndex)
         other.client, other.embedded, other.collection = self.client, self.embedded, collection
+        other._exact = self._exact
         return other
 
     def close(self) -> None:
@@ -103,7 +107,30 @@ class VectorIndex:
                 for i, c in enumerate(chunks[lo : lo + batch_size], start=lo)
             ]
             self.client.upsert(self.collection, points=points, wait=True)
+            if (cache := self._loaded_exact()) is not None:
+                cache.put([p.id for p in points], [p.vector for p in points], [p.payload for p in points])
         return ids
+
+    def _loaded_exact(self) -> exact.ExactIndex | None:
+        return self._exact.get(self.collection) if self._exact is not None else None
+
+    def _exact_index(self) -> exact.ExactIndex:
+        """The collection's in-memory copy, loaded from Qdrant on first use."""
+        cache = self._loaded_exact()
+        if cache is None:
+            info = self.client.get_collection(self.collection)
+            cache = exact.load(self._all_points(), info.config.params.vectors.size)
+            self._exact[self.collection] = cache
+        return cache
+
+    def _all_points(self):
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.collection, limit=4096, offset=offset,
+                                                with_vectors=True, with_payload=True)
+            yield from points
+            if offset is None:
+                return
 
     def _media_filter(self, media_id: str | None) -> models.Filter | None:
         if media_id is None:
@@ -117,6 +144,8 @@ class VectorIndex:
     ) -> list[SearchHit]:
         if not self.client.collection_exists(self.collection):
             return []
+        if self._exact is not None:
+            return self._exact_index().search(vector, top_k, media_id)
         result = self.client.query_points(
             self.collection,
             query=list(map(float, vector)),
@@ -152,3 +181,5 @@ class VectorIndex:
             points_selector=models.FilterSelector(filter=self._media_filter(media_id)),
             wait=True,
         )
+        if (cache := self._loaded_exact()) is not None:
+            cache.drop_media(media_id)
