@@ -42,5 +42,6 @@ def load_embedder(engine_overrides: dict[str, Any] | None = None):
     settings = Settings(**(engine_overrides or {}))
     use_engine_threads(settings.threads)
     return SentenceTransformerEmbedder(
-        settings.embedding_model, device=settings.device, batch_size=settings.embedding_batch_size
+        settings.embedding_model, device=settings.device, batch_size=settings.embedding_batch_size,
+        threads=settings.threads,
     )

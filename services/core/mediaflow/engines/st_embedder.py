@@ -15,7 +15,8 @@ def bundled_embedding_model() -> str:
 
 
 class SentenceTransformerEmbedder:
-    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 32):
+    def __init__(self, model: str | None = None, *, device: str = "cpu", batch_size: int = 32,
+                 threads: int | None = None):
         from sentence_transformers import SentenceTransformer
 
         path = model or bundled_embedding_model()
@@ -26,16 +27,26 @@ class SentenceTransformerEmbedder:
         )
         self.dim = int(dimension())
         self.batch_size = batch_size
+        self.threads = threads
 
     @classmethod
     def from_settings(cls, settings) -> SentenceTransformerEmbedder:
-        return cls(settings.embedding_model, batch_size=settings.embedding_batch_size)
+        return cls(settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.threads)
 
     def embed(
         self, texts: Sequence[str], *, on_progress: ProgressFn | None = None
     ) -> list[list[float]]:
+        if self.threads:
+            # torch's intra-op thread count is per calling thread under OpenMP: a server's worker
+            # thread (or a Ray actor, where OMP_NUM_THREADS=num_cpus) would otherwise run on one core.
+            import torch
+
+            if torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
         vectors: list[list[float]] = []
-        step = max(self.batch_size * 4, 1)  # progress granularity without starving batching
+        # encode() sorts its texts by length to pad little: one call over everything pads least.
+        # With a progress callback, slices of 16 batches still report progress often enough.
+        step = max(self.batch_size * 16, 1) if on_progress else max(len(texts), 1)
         for lo in range(0, len(texts), step):
             part = self.model.encode(
                 list(texts[lo : lo + step]),
