@@ -98,7 +98,12 @@ dev:  ## skaffold dev: build every image, deploy the chart on kind, sync sources
 chart-check: tools  ## lint, render and validate the Helm chart (also part of make test)
 	$(VENV)/bin/python -m pytest -q tests/chart
 
-images-check:  ## build operator/gateway/worker images daemonlessly (root + buildah) and run each --help
+IMAGE_CHECK_PACKAGES := buildah debootstrap
+
+images-check: setup  ## build operator/gateway/worker images daemonlessly (root + buildah) and run each --help
+	@missing=""; for p in $(IMAGE_CHECK_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(IMAGE_CHECK_PACKAGES) >/dev/null; fi
 	PATH=$(CURDIR)/.venv/bin:$$PATH images/check.sh
 
 lock:  ## re-resolve requirements*.in into the lock files (in throwaway venvs)

@@ -59,6 +59,8 @@ def extract_job(
         mounts.append({"name": "media", "mountPath": settings.media_mount_path})
     env_from = ([{"configMapRef": {"name": settings.worker_env_from_configmap}}]
                 if settings.worker_env_from_configmap else [])
+    if settings.worker_env_from_secret:
+        env_from.append({"secretRef": {"name": settings.worker_env_from_secret}})
 
     def container(stage: str, args: list[str]) -> dict[str, Any]:
         return {

@@ -26,6 +26,11 @@ class OperatorSettings(BaseSettings):
     worker_env_from_configmap: str | None = Field(
         default=None, description="ConfigMap with the MEDIAFLOW_* settings the worker needs."
     )
+    worker_env_from_secret: str | None = Field(
+        default=None,
+        description="Secret whose keys become the worker's environment (S3 credentials: "
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY). Only its name passes through the operator.",
+    )
     media_volume_claim: str | None = Field(
         default=None, description="PVC of the shared media volume, mounted at media_mount_path."
     )

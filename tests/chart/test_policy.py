@@ -80,4 +80,7 @@ def test_the_operators_worker_job_validates(variant, version):
     pod = job["spec"]["template"]["spec"]
     if variant != "gpu":  # pvc media backend: the Job mounts the shared media volume
         assert {"name": "media", "persistentVolumeClaim": {"claimName": "mediaflow-media"}} in pod["volumes"]
-    assert pod["containers"][0]["envFrom"] == [{"configMapRef": {"name": "mediaflow-pipeline"}}]
+    env_from = [{"configMapRef": {"name": "mediaflow-pipeline"}}]
+    if variant == "gpu":  # s3 media backend: the worker reads and writes artifacts with the chart's S3 secret
+        env_from.append({"secretRef": {"name": "mediaflow-s3"}})
+    assert pod["containers"][0]["envFrom"] == env_from

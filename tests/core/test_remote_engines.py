@@ -59,7 +59,7 @@ def test_gives_up_after_the_retries_with_the_last_cause():
     assert len(delays) == 3 and delays[2] <= 3.0 and delays[1] > delays[0] * 0.9
 
 
-def test_embedder_splits_into_batches_and_keeps_order():
+def test_embedder_splits_into_requests_and_keeps_order():
     def handle(request: httpx.Request) -> httpx.Response:
         import json
 
@@ -68,7 +68,7 @@ def test_embedder_splits_into_batches_and_keeps_order():
                 for i, t in enumerate(texts)]
         return httpx.Response(200, json={"object": "list", "data": rows[::-1], "model": "m"})
 
-    embedder = RemoteEmbedder("http://svc", batch_size=2, transport=httpx.MockTransport(handle))
+    embedder = RemoteEmbedder("http://svc", request_size=2, transport=httpx.MockTransport(handle))
     assert embedder.embed(["a", "bb", "ccc"]) == [[1.0, 0.0], [2.0, 0.0], [3.0, 0.0]]
     assert embedder.dim == 2
 

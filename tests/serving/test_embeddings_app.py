@@ -66,7 +66,7 @@ def test_base64_is_what_the_openai_client_decodes_by_default(client, reference, 
 
 
 def test_remote_engine_round_trip(embeddings_url, reference):
-    vectors = RemoteEmbedder(embeddings_url, retries=0, batch_size=5).embed(TEXTS)
+    vectors = RemoteEmbedder(embeddings_url, retries=0, request_size=5).embed(TEXTS)
     assert cosines(vectors, reference.encode(TEXTS)).min() >= 0.999
 
 

@@ -102,7 +102,13 @@ class Settings(BaseSettings):
     embedding_model: str | None = Field(
         default=None, description="sentence-transformers dir; default: bundled all-MiniLM-L6-v2."
     )
-    embedding_batch_size: int = 32
+    embedding_batch_size: int = Field(default=32, gt=0, description="Texts per model forward pass (in-process).")
+    embedding_request_size: int = Field(
+        default=256, gt=0, le=2048,
+        description="Texts per /v1/embeddings request (remote embedder). The server sorts a "
+        "request's texts by length before batching them, so larger requests pad less; measured "
+        "on 2 CPU cores: 32 texts per request reach 0.72-0.85 of raw encode, 256 reach 0.97.",
+    )
 
     # -- summary -------------------------------------------------------------
     summary: bool = True

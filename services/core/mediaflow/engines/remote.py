@@ -136,23 +136,23 @@ class RemoteTranscriber(_RemoteEngine):
 
 class RemoteEmbedder(_RemoteEngine):
     def __init__(self, base_url: str, *, model: str = "all-MiniLM-L6-v2", dim: int = 384,
-                 batch_size: int = 64, **kwargs):
+                 request_size: int = 256, **kwargs):
         super().__init__(base_url, **kwargs)
         self.name = model
         self.dim = dim
-        self.batch_size = batch_size
+        self.request_size = request_size
 
     @classmethod
     def from_settings(cls, settings) -> RemoteEmbedder:
         if not settings.embedding_url:
             raise EngineUnavailableError("MEDIAFLOW_EMBEDDER=remote needs MEDIAFLOW_EMBEDDING_URL")
         return cls(settings.embedding_url, timeout=settings.remote_timeout,
-                   retries=settings.remote_retries, batch_size=settings.embedding_batch_size)
+                   retries=settings.remote_retries, request_size=settings.embedding_request_size)
 
     def embed(self, texts: Sequence[str], *, on_progress: ProgressFn | None = None) -> list[list[float]]:
         vectors: list[list[float]] = []
-        for lo in range(0, len(texts), self.batch_size):
-            batch = list(texts[lo : lo + self.batch_size])
+        for lo in range(0, len(texts), self.request_size):
+            batch = list(texts[lo : lo + self.request_size])
             body = self._post("/v1/embeddings", json={"input": batch, "model": self.name}).json()
             rows = sorted(body["data"], key=lambda d: d["index"])
             if len(rows) != len(batch):
