@@ -43,8 +43,10 @@ for target in $targets; do
     for dir in /opt/pypi /opt/pypi-more /opt/wheels; do
         [ -d "$dir" ] && mirror_args+=(-v "$dir:$dir:ro")
     done
-    # the host's CA bundle (it may trust a TLS-intercepting proxy in front of PyPI)
-    mirror_args+=(-v /etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro)
+    # the host's CA bundle (it may trust a TLS-intercepting proxy in front of PyPI), for pip
+    # only: mounted beside the image's own bundle, which ca-certificates' postinst rewrites
+    mirror_args+=(-v /etc/ssl/certs/ca-certificates.crt:/run/host-ca-certificates.crt:ro
+                  --build-arg PIP_CERT=/run/host-ca-certificates.crt)
     "${buildah[@]}" bud --isolation chroot --pull-never --layers --format docker \
         "${mirror_args[@]}" \
         --build-arg BASE_IMAGE="$base_image" \
