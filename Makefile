@@ -10,6 +10,14 @@ export TOKENIZERS_PARALLELISM := false
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 EDITABLES := -e services/core -e services/serving -e services/gateway -e operator
 APT_PACKAGES := ffmpeg espeak-ng unzip chromium
+IMAGE_CHECK_PACKAGES := buildah debootstrap
+
+# $(call apt_install,packages): apt-get install those whose command is missing
+define apt_install
+	@missing=""; for p in $(1); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(1) >/dev/null; fi
+endef
 
 .PHONY: setup tools apt demo test bench lock clean llm-stop serve images-check kind-up dev chart-check help
 
@@ -32,9 +40,7 @@ $(TOOLS)/helm $(TOOLS)/kubectl:
 	rm -rf $$tmp; $(TOOLS)/helm version --short
 
 apt:  ## Debian packages: ffmpeg, espeak-ng, unzip, chromium (browser test)
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES) >/dev/null; fi
+	$(call apt_install,$(APT_PACKAGES))
 
 $(VENV)/.installed: requirements.lock services/core/pyproject.toml services/serving/pyproject.toml services/gateway/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -98,12 +104,8 @@ dev:  ## skaffold dev: build every image, deploy the chart on kind, sync sources
 chart-check: tools  ## lint, render and validate the Helm chart (also part of make test)
 	$(VENV)/bin/python -m pytest -q tests/chart
 
-IMAGE_CHECK_PACKAGES := buildah debootstrap
-
 images-check: setup  ## build operator/gateway/worker images daemonlessly (root + buildah) and run each --help
-	@missing=""; for p in $(IMAGE_CHECK_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then echo "apt-get install$$missing"; \
-	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(IMAGE_CHECK_PACKAGES) >/dev/null; fi
+	$(call apt_install,$(IMAGE_CHECK_PACKAGES))
 	PATH=$(CURDIR)/.venv/bin:$$PATH images/check.sh
 
 lock:  ## re-resolve requirements*.in into the lock files (in throwaway venvs)

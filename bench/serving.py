@@ -199,14 +199,13 @@ def main() -> int:
         request_size = Settings().embedding_request_size
         requests = [texts[i : i + request_size] for i in range(0, len(texts), request_size)]
         small_requests = [texts[i : i + SMALL_REQUEST] for i in range(0, len(texts), SMALL_REQUEST)]
-        raw_times, served_times, small_times = [], [], []
+        raw_times, served_times = [], []
         for _ in range(args.rounds):
             raw_times.append(encode_seconds(texts, best_batch))
             served_times.append(asyncio.run(run_clients(url, requests, THROUGHPUT_CLIENTS))[0])
-        small_times.append(asyncio.run(run_clients(url, small_requests, THROUGHPUT_CLIENTS))[0])
         raw_rate = len(texts) / statistics.median(raw_times)
         served_rate = len(texts) / statistics.median(served_times)
-        small_rate = len(texts) / statistics.median(small_times)
+        small_rate = len(texts) / asyncio.run(run_clients(url, small_requests, THROUGHPUT_CLIENTS))[0]
         latency = {}
         for clients in CLIENT_COUNTS:
             singles = [[t] for t in texts[: max(100, 20 * clients)]]

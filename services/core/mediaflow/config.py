@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     embedding_request_size: int = Field(
         default=256, gt=0, le=2048,
         description="Texts per /v1/embeddings request (remote embedder). The server sorts a "
-        "request's texts by length before batching them, so larger requests pad less; measured "
-        "on 2 CPU cores: 32 texts per request reach 0.72-0.85 of raw encode, 256 reach 0.97.",
+        "batch's texts by length before encoding, so larger requests pad less (bench/serving.py "
+        "prints both 32- and 256-text requests against raw encode).",
     )
 
     # -- summary -------------------------------------------------------------
