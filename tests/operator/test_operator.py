@@ -40,8 +40,15 @@ def metric(name: str, **labels) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def event_reasons(cluster) -> list[str]:
-    return [r.data["reason"] for r in cluster.requests("POST", "/events")]
+def event_reasons(cluster, event_type: str | None = None) -> list[str]:
+    return [r.data["reason"] for r in cluster.requests("POST", "/events")
+            if event_type is None or r.data["type"] == event_type]
+
+
+async def wait_for_events(cluster, reasons: set[str], event_type: str | None = None) -> None:
+    """kopf posts events from a background task, after the status patch that caused them."""
+    await cluster.wait_for(lambda: reasons <= set(event_reasons(cluster, event_type)), 10,
+                           f"{event_type or 'any'} events {sorted(reasons)}")
 
 
 async def complete_worker_job(cluster, kubelet, name: str) -> dict:
@@ -101,7 +108,7 @@ async def test_mediajob_runs_a_worker_job_then_remote_stages_to_succeeded(
     # The transcription really went through the serving app: its words are in the transcript.
     assert transcription_service.app.calls == 1
     assert "island" in artifacts(cluster.data_dir).read_text(media_id, "transcript.txt").lower()
-    assert {"JobCreated", "AudioExtracted", "Completed"} <= set(event_reasons(cluster))
+    await wait_for_events(cluster, {"JobCreated", "AudioExtracted", "Completed"})
     # Progress moved forward through the run, as seen by the API server.
     progress = [r.data["status"]["progress"] for r in cluster.requests("PATCH", "/island/status")
                 if "progress" in (r.data or {}).get("status", {})]
@@ -131,8 +138,7 @@ async def test_a_failed_worker_job_fails_the_mediajob_with_its_reason(cluster, o
     assert "backoff limit" in conditions["ExtractAudio"]["message"]
     assert conditions["Ready"]["status"] == "False"
     assert "Transcribe" not in conditions  # nothing ran after the failed stage
-    warnings = [r.data for r in cluster.requests("POST", "/events") if r.data["type"] == "Warning"]
-    assert any(w["reason"] == "BackoffLimitExceeded" for w in warnings)
+    await wait_for_events(cluster, {"BackoffLimitExceeded"}, "Warning")
 
 
 async def test_serving_503_is_retried_with_backoff_then_succeeds(
@@ -148,7 +154,7 @@ async def test_serving_503_is_retried_with_backoff_then_succeeds(
     assert done["status"]["phase"] == "Succeeded", done["status"]
     assert transcription_service.app.refused == 3 and transcription_service.app.calls == 4
     assert metric("mediaflow_operator_stage_retries_total", stage="transcribe") == retries_before + 1
-    assert "Retrying" in event_reasons(cluster)
+    await wait_for_events(cluster, {"Retrying"})
     transcribe = [r.data["status"]["conditions"] for r in cluster.requests("PATCH", "/busy/status")]
     reasons = {c["reason"] for conds in transcribe for c in conds if c["type"] == "Transcribe"}
     assert "EngineUnavailable" in reasons  # the retry was visible on the condition meanwhile
