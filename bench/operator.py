@@ -171,8 +171,8 @@ async def run_case(label: str, command: list[str], jobs: int, work: Path) -> dic
                 phases = await count_phases(api)
                 if phases.get("Succeeded", 0) != jobs:
                     raise RuntimeError(f"not all MediaJobs succeeded: {phases}")
-            latencies = [kubelet.seen[job_name(name)] - t for name, t in created.items()
-                         if job_name(name) in kubelet.seen]
+            latencies = [kubelet.seen[job_name(NAMESPACE, name)] - t for name, t in created.items()
+                         if job_name(NAMESPACE, name) in kubelet.seen]
             if len(latencies) != jobs:
                 raise RuntimeError(f"{label}: only {len(latencies)} of {jobs} Jobs appeared")
             ours = [r for r in kmock._requests if r.headers.get("User-Agent") != BENCH_AGENT]

@@ -10,7 +10,8 @@ import kopf
 
 from mediaflow.crd import GROUP, PLURAL, VERSION
 from mediaflow.spec import MediaJobSpec
-from mediaflow_operator.jobs import extract_job, media_id_for
+from mediaflow.status import mediajob_media_id
+from mediaflow_operator.jobs import extract_job
 from mediaflow_operator.kube import KubeApi
 from mediaflow_operator.settings import OperatorSettings
 
@@ -26,6 +27,6 @@ async def login(settings: kopf.OperatorSettings, logger, **_) -> None:
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
 async def create_job(body, spec, name, namespace, **_) -> None:
-    manifest = extract_job(body, media_id_for(namespace, name), MediaJobSpec.model_validate(dict(spec)),
+    manifest = extract_job(body, mediajob_media_id(namespace, name), MediaJobSpec.model_validate(dict(spec)),
                            _state["settings"])
     await _state["kube"].create_job(manifest)

@@ -4,12 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from mediaflow.crd import Condition
-
-# stage name -> condition type, e.g. extract_audio -> ExtractAudio
-def condition_type(stage: str) -> str:
-    return "".join(part.capitalize() for part in stage.split("_"))
-
+from mediaflow.status import Condition
 
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)

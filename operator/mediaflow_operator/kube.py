@@ -11,6 +11,7 @@ import httpx
 import kopf
 
 from mediaflow.crd import GROUP, PLURAL, VERSION
+from mediaflow.kubeauth import TokenFileAuth
 
 MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
 
@@ -23,7 +24,10 @@ class KubeApi:
         self._in_flight = asyncio.Semaphore(max_in_flight)
 
     @classmethod
-    def from_connection(cls, info: kopf.ConnectionInfo, *, timeout: float, connect_timeout: float) -> KubeApi:
+    def from_connection(cls, info: kopf.ConnectionInfo, *, timeout: float, connect_timeout: float,
+                        token_file: TokenFileAuth | None = None) -> KubeApi:
+        """A client with kopf's credentials; ``token_file`` (in-cluster) replaces the token kopf
+        read once at login, so a rotated service-account token is picked up."""
         verify: ssl.SSLContext | bool = True
         if info.insecure:
             verify = False
@@ -32,9 +36,10 @@ class KubeApi:
             verify = ssl.create_default_context(cafile=info.ca_path, cadata=ca)
             if info.certificate_path and info.private_key_path:
                 verify.load_cert_chain(info.certificate_path, info.private_key_path)
-        headers = {"Authorization": f"{info.scheme or 'Bearer'} {info.token}"} if info.token else {}
+        headers = ({"Authorization": f"{info.scheme or 'Bearer'} {info.token}"}
+                   if info.token and token_file is None else {})
         client = httpx.AsyncClient(
-            base_url=info.server, verify=verify, headers=headers,
+            base_url=info.server, verify=verify, headers=headers, auth=token_file,
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
         )
         return cls(client)
@@ -62,6 +67,13 @@ class KubeApi:
             return await self.get_job(ns, name) or manifest, False
         response.raise_for_status()
         return response.json(), True
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete a Job and its pods; Foreground: the Job stays visible until its pods are gone."""
+        response = await self._call("DELETE", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}",
+                                    params={"propagationPolicy": "Foreground"})
+        if response.status_code != 404:
+            response.raise_for_status()
 
     # -- MediaJobs --------------------------------------------------------------------
     def _mediajob_url(self, namespace: str, name: str) -> str:

@@ -11,7 +11,7 @@ import kopf
 
 from mediaflow.crd import GROUP, PLURAL, VERSION
 from mediaflow_operator.handlers import deletion, health, jobs_watch, lifecycle, mediajob
-from mediaflow_operator.jobs import MEDIAJOB_LABEL
+from mediaflow_operator.jobs import MANAGED_BY, MANAGED_BY_LABEL
 from mediaflow_operator.settings import OperatorSettings
 
 kopf.on.startup()(lifecycle.startup)
@@ -21,7 +21,7 @@ kopf.on.probe(id="pending")(health.pending_mediajobs)
 
 kopf.daemon(GROUP, VERSION, PLURAL, id="pipeline", cancellation_timeout=5.0)(mediajob.run_mediajob)
 kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")(deletion.delete_media)
-kopf.on.event("batch", "v1", "jobs", labels={MEDIAJOB_LABEL: kopf.PRESENT})(jobs_watch.job_event)
+kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY})(jobs_watch.job_event)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,8 +31,11 @@ def _parser() -> argparse.ArgumentParser:
         "stages, the serving endpoints for transcription, embeddings and summary, Qdrant for the index. "
         "Configured by MEDIAFLOW_OPERATOR_* and MEDIAFLOW_* environment variables.",
     )
-    parser.add_argument("-n", "--namespace", action="append", default=[],
-                        help="watch only this namespace (repeatable); default: all namespaces")
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-n", "--namespace", action="append", default=[],
+                       help="watch this namespace (repeatable); default: MEDIAFLOW_OPERATOR_WATCH_NAMESPACES, "
+                            "else the operator's own namespace (MEDIAFLOW_OPERATOR_NAMESPACE)")
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
     parser.add_argument("--liveness", default="http://0.0.0.0:8080/healthz",
                         help="kopf liveness endpoint (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
@@ -41,12 +44,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None) -> None:
     """Console script ``mediaflow-operator``: peering unless MEDIAFLOW_OPERATOR_STANDALONE."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     settings = OperatorSettings()
+    if args.all_namespaces:
+        namespaces = None
+    elif args.namespace:
+        namespaces = args.namespace
+    else:
+        try:
+            namespaces = settings.watched_namespaces()
+        except ValueError as exc:
+            parser.error(str(exc))
     kopf.configure(verbose=args.verbose)
     kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
+        clusterwide=namespaces is None,
+        namespaces=namespaces or [],
         standalone=settings.standalone,
         peering_name=settings.peering_name,
         liveness_endpoint=args.liveness,

@@ -6,7 +6,7 @@ import asyncio
 import heapq
 import itertools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +100,12 @@ class Runtime:
     slots: Slots
     jobs: JobWatch = field(default_factory=JobWatch)
     phases: dict[str, str] = field(default_factory=dict)  # "ns/name" -> phase, for metrics
+    # Deletion must not race the pipeline: the finalizer marks the MediaJob, waits for its
+    # daemon to end and for a stage thread still writing (a thread cannot be cancelled), and
+    # only then deletes the worker Job and cleans up. Keys are "ns/name"; stages by media id.
+    deleting: set[str] = field(default_factory=set)
+    daemons: dict[str, asyncio.Task] = field(default_factory=dict)
+    stages_in_flight: dict[str, Future] = field(default_factory=dict)
     run_stage: StageRunner | None = None
     metrics_server: Any = None  # prometheus_client's WSGI server, shut down at cleanup
     # Stages block a thread for seconds to minutes; their own pool keeps them from starving
@@ -110,8 +116,14 @@ class Runtime:
         self.stage_pool = ThreadPoolExecutor(self.settings.max_running, thread_name_prefix="stage")
 
     async def run_stage_async(self, media_id: str, stage: str, spec: MediaJobSpec) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.stage_pool, self.stage_runner(), media_id, stage, spec)
+        future = self.stage_pool.submit(self.stage_runner(), media_id, stage, spec)
+        self.stages_in_flight[media_id] = future
+        future.add_done_callback(lambda done: self._stage_ended(media_id, done))
+        return await asyncio.wrap_future(future)
+
+    def _stage_ended(self, media_id: str, future: Future) -> None:
+        if self.stages_in_flight.get(media_id) is future:
+            del self.stages_in_flight[media_id]
 
     def stage_runner(self) -> StageRunner:
         return self.run_stage or (lambda media_id, stage, spec: self.pipeline.run_stage(media_id, stage, spec))

@@ -6,14 +6,25 @@ and are read by :func:`mediaflow.config.Settings`; the operator forces remote en
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MEDIAFLOW_OPERATOR_", extra="ignore")
+
+    # -- scope -------------------------------------------------------------------
+    namespace: str | None = Field(
+        default=None,
+        description="The operator's own namespace (the chart sets it from the downward API). Worker "
+        "Jobs run here, beside the pipeline ConfigMap, media PVC, S3 Secret and worker NetworkPolicy, "
+        "whatever namespace their MediaJob is in. Unset: each Job runs in its MediaJob's namespace.",
+    )
+    watch_namespaces: str = Field(
+        default="",
+        description="Comma-separated namespaces whose MediaJobs are reconciled; '*' = all namespaces. "
+        "Empty = the operator's own namespace.",
+    )
 
     # -- worker Jobs (ffmpeg stages) -------------------------------------------
     worker_image: str = "mediaflow/worker:0.1.0"  # the chart sets the release's image
@@ -57,11 +68,32 @@ class OperatorSettings(BaseSettings):
     watch_client_timeout: int = Field(default=330, description="Client-side watch timeout (s).")
     connect_timeout: int = Field(default=30, description="API connect timeout (s).")
     request_timeout: int = Field(default=60, description="API request timeout (s).")
-    peering_name: str = "mediaflow"
+    peering_name: str = Field(
+        default="mediaflow",
+        description="KopfPeering object (per watched namespace; ClusterKopfPeering for '*'); the chart "
+        "names it after the release, so two releases never pause each other.",
+    )
+    peering_priority: int | None = Field(
+        default=None,
+        description="kopf peering priority; unset = random per process. kopf pauses every operator "
+        "of equal priority, so replicas must differ: the highest runs, the others stand by.",
+    )
+    peering_lifetime: int = Field(
+        default=60, ge=2, description="Seconds a silent peer counts as alive: a standby takes over after this."
+    )
     standalone: bool = Field(default=False, description="No peering (single replica, tests).")
     metrics_port: int | None = Field(default=9090, description="Prometheus /metrics port; unset = off.")
 
 
-@lru_cache
-def get_operator_settings() -> OperatorSettings:
-    return OperatorSettings()
+    def watched_namespaces(self) -> list[str] | None:
+        """The namespaces to watch, ``None`` for all; a ValueError when nothing says which."""
+        names = [n.strip() for n in self.watch_namespaces.split(",") if n.strip()]
+        if "*" in names:
+            return None
+        if not names and self.namespace:
+            names = [self.namespace]
+        if not names:
+            raise ValueError("set MEDIAFLOW_OPERATOR_WATCH_NAMESPACES (or MEDIAFLOW_OPERATOR_NAMESPACE, "
+                             "or -n NAMESPACE / -A on the command line)")
+        return names
+

@@ -1,5 +1,8 @@
 """Cluster backend against KMock (an in-memory Kubernetes API): POST /v1/media creates a
-MediaJob with the spec the core model produces; the status the operator writes reads back."""
+MediaJob with the spec the core model produces; the status the operator writes (built
+with the core status model, as the operator builds it) reads back.
+
+tests/e2e/test_cluster_mode.py runs the same backend against the real operator."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import pytest
 
 from mediaflow.pipeline import Pipeline
 from mediaflow.spec import MediaJobSpec
+from mediaflow.status import MediaJobStatus, mediajob_media_id
+from mediaflow_operator.conditions import now, set_condition
 from mediaflow_gateway.backends.cluster import ClusterBackend
 from mediaflow_gateway.backends.kube import KubeClient
 from mediaflow_gateway.main import create_app
@@ -37,9 +42,10 @@ async def cluster(kmock, tmp_path, engines_cache):
             yield client, kube
 
 
-async def operator_writes_status(kube: httpx.AsyncClient, name: str, status: dict) -> None:
-    """What the operator does: a merge patch of the status subresource."""
-    response = await kube.patch(f"{MEDIAJOBS}/{name}/status", content=json.dumps({"status": status}),
+async def operator_writes_status(kube: httpx.AsyncClient, name: str, status: MediaJobStatus) -> None:
+    """What the operator does: a merge patch of the status subresource, from the core model."""
+    body = status.model_dump(by_alias=True, mode="json", exclude_none=True)
+    response = await kube.patch(f"{MEDIAJOBS}/{name}/status", content=json.dumps({"status": body}),
                                 headers={"Content-Type": "application/merge-patch+json"})
     assert response.status_code == 200, response.text
 
@@ -48,8 +54,10 @@ async def test_upload_creates_a_mediajob_with_the_core_spec(cluster, sample_byte
     client, kube = cluster
     response = await client.post("/v1/media", headers=AUTH, **multipart("island.mp4", sample_bytes, title="Island"))
     assert response.status_code == 202, response.text
-    media_id = response.json()["media_id"]
-    obj = (await kube.get(f"{MEDIAJOBS}/{media_id}")).json()
+    media_id, job_id = response.json()["media_id"], response.json()["job_id"]
+    # The operator stores a MediaJob's results under the id it derives from namespace/name.
+    assert media_id == mediajob_media_id(NAMESPACE, job_id)
+    obj = (await kube.get(f"{MEDIAJOBS}/{job_id}")).json()
     assert obj["apiVersion"] == "mediaflow.dev/v1alpha1" and obj["kind"] == "MediaJob"
     assert obj["metadata"]["labels"]["mediaflow.dev/media-id"] == media_id
     store = client.app.state.backend.store
@@ -68,7 +76,7 @@ async def test_url_with_options_becomes_the_mediajob_spec(cluster):
             "stages": {"chunking": {"seconds": 20, "overlapSeconds": 5}, "summary": {"enabled": False}}}
     response = await client.post("/v1/media", headers=AUTH, json=body)
     assert response.status_code == 202, response.text
-    obj = (await kube.get(f"{MEDIAJOBS}/{response.json()['media_id']}")).json()
+    obj = (await kube.get(f"{MEDIAJOBS}/{response.json()['job_id']}")).json()
     assert obj["spec"]["source"] == {"uri": body["url"], "title": "Talk"}
     assert obj["spec"]["language"] == "de"
     assert obj["spec"]["stages"]["chunking"] == {"seconds": 20.0, "overlapSeconds": 5.0}
@@ -82,17 +90,19 @@ async def test_status_reads_back_and_streams_to_succeeded(cluster):
     job = (await client.get(f"/v1/jobs/{job_id}", headers=AUTH)).json()
     assert job["phase"] == "Pending" and job["progress"] == 0.0
 
-    await operator_writes_status(kube, job_id, {
-        "phase": "Running", "progress": 0.42, "stage": "transcribe",
-        "conditions": [{"type": "probe", "status": "True", "reason": "Completed",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z"},
-                       {"type": "transcribe", "status": "Unknown", "reason": "Running"}]})
+    conditions = set_condition([], "Probe", "True", "JobComplete")
+    conditions = set_condition(conditions, "ExtractAudio", "True", "JobComplete")
+    conditions = set_condition(conditions, "Transcribe", "Unknown", "Running")
+    running = MediaJobStatus(phase="Running", progress=42, conditions=conditions, started_at=now())
+    await operator_writes_status(kube, job_id, running)
     job = (await client.get(f"/v1/jobs/{job_id}", headers=AUTH)).json()
     assert (job["phase"], job["progress"], job["stage"]) == ("Running", 0.42, "transcribe")
-    assert [(c["type"], c["status"]) for c in job["conditions"]] == [("probe", "True"), ("transcribe", "Unknown")]
-    assert job["conditions"][0]["last_transition_time"].startswith("2026-01-01T00:00:00")
+    assert [(c["type"], c["status"]) for c in job["conditions"]] == [
+        ("probe", "True"), ("extract_audio", "True"), ("transcribe", "Unknown")]
+    assert job["conditions"][0]["last_transition_time"] == conditions[0].last_transition_time.isoformat().replace(
+        "+00:00", "Z")
 
-    await operator_writes_status(kube, job_id, {"phase": "Succeeded", "progress": 1.0})
+    await operator_writes_status(kube, job_id, running.model_copy(update={"phase": "Succeeded", "progress": 100}))
     events = (await client.get(f"/v1/jobs/{job_id}/events", headers=AUTH)).text
     phases = [json.loads(line[6:])["phase"] for line in events.splitlines() if line.startswith("data: ")]
     assert phases[-1] == "Succeeded"
@@ -105,9 +115,11 @@ async def test_status_reads_back_and_streams_to_succeeded(cluster):
 async def test_unknown_job_is_404_and_delete_removes_the_mediajob(cluster, sample_bytes):
     client, kube = cluster
     assert (await client.get("/v1/jobs/0123456789abcdef", headers=AUTH)).status_code == 404
-    media_id = (await client.post("/v1/media", headers=AUTH, **multipart("a.mp4", sample_bytes))).json()["media_id"]
+    created = (await client.post("/v1/media", headers=AUTH, **multipart("a.mp4", sample_bytes))).json()
+    media_id = created["media_id"]
+    # No operator here: no finalizer, so KMock deletes the MediaJob at once.
     assert (await client.delete(f"/v1/media/{media_id}", headers=AUTH)).status_code == 204
-    assert (await kube.get(f"{MEDIAJOBS}/{media_id}")).status_code == 404
+    assert (await kube.get(f"{MEDIAJOBS}/{created['job_id']}")).status_code == 404
     assert not client.app.state.backend.store.exists(media_id, "source.mp4")
 
 

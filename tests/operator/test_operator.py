@@ -7,9 +7,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mediaflow.config import Settings
-from mediaflow.crd import CONDITION_TYPES
+from mediaflow.status import CONDITION_TYPES
 from mediaflow.stores import ArtifactStore, VectorIndex
-from mediaflow_operator.jobs import job_name, media_id_for
+from mediaflow.status import mediajob_media_id
+from mediaflow_operator.jobs import job_name
 from tests.operator.conftest import JOBS, MEDIAJOBS, NAMESPACE
 
 pytestmark = pytest.mark.asyncio(loop_scope="function")
@@ -53,7 +54,7 @@ async def wait_for_events(cluster, reasons: set[str], event_type: str | None = N
 
 async def complete_worker_job(cluster, kubelet, name: str) -> dict:
     """Wait for the MediaJob's worker Job, run its containers as a kubelet would, mark it Complete."""
-    job = await cluster.wait_for(lambda: cluster.job(job_name(name)), 30, "the worker Job")
+    job = await cluster.wait_for(lambda: cluster.job(job_name(NAMESPACE, name)), 30, "the worker Job")
     await kubelet.run(job)
     await cluster.finish_job(job, succeeded=True)
     return job
@@ -64,9 +65,9 @@ async def test_mediajob_runs_a_worker_job_then_remote_stages_to_succeeded(
     retries_before = metric("mediaflow_operator_stage_retries_total", stage="transcribe")
     transcribed_before = metric("mediaflow_operator_stage_seconds_count", stage="transcribe")
     await cluster.create_mediajob("island", spec_for(sample_video, summary=True))
-    job = await cluster.wait_for(lambda: cluster.job(job_name("island")), 30, "the worker Job")
+    job = await cluster.wait_for(lambda: cluster.job(job_name(NAMESPACE, "island")), 30, "the worker Job")
 
-    media_id = media_id_for(NAMESPACE, "island")
+    media_id = mediajob_media_id(NAMESPACE, "island")
     pod = job["spec"]["template"]["spec"]
     assert job["metadata"]["ownerReferences"][0]["name"] == "island"
     assert job["metadata"]["ownerReferences"][0]["controller"] is True
@@ -126,7 +127,7 @@ async def test_mediajob_runs_a_worker_job_then_remote_stages_to_succeeded(
 
 async def test_a_failed_worker_job_fails_the_mediajob_with_its_reason(cluster, operator, sample_video):
     await cluster.create_mediajob("broken", spec_for(sample_video))
-    job = await cluster.wait_for(lambda: cluster.job(job_name("broken")), 30, "the worker Job")
+    job = await cluster.wait_for(lambda: cluster.job(job_name(NAMESPACE, "broken")), 30, "the worker Job")
     await cluster.finish_job(job, succeeded=False, reason="BackoffLimitExceeded",
                              message="Job has reached the specified backoff limit")
 
@@ -179,7 +180,7 @@ async def test_restart_mid_stage_resumes_without_duplicates_and_delete_cleans_up
     operator = operator_process
     await operator.start()
     await cluster.create_mediajob("resume", spec_for(sample_video))
-    await cluster.wait_for(lambda: cluster.job(job_name("resume")), 30, "the worker Job")
+    await cluster.wait_for(lambda: cluster.job(job_name(NAMESPACE, "resume")), 30, "the worker Job")
 
     # Killed while the worker Job runs: the new operator follows the same Job.
     await operator.stop()
@@ -198,10 +199,10 @@ async def test_restart_mid_stage_resumes_without_duplicates_and_delete_cleans_up
     assert done["status"]["phase"] == "Succeeded", done["status"]
     # The restarted operator adopted the Job it had made (its create answered 409) instead of a second.
     jobs = (await cluster.api.get(JOBS)).json()["items"]
-    assert [j["metadata"]["name"] for j in jobs] == [job_name("resume")]
+    assert [j["metadata"]["name"] for j in jobs] == [job_name(NAMESPACE, "resume")]
     assert event_reasons(cluster).count("JobCreated") == 1
     assert transcription_service.app.calls == 1  # the finished stage was not redone
-    media_id, points = media_id_for(NAMESPACE, "resume"), done["status"]["outputs"]["points"]
+    media_id, points = mediajob_media_id(NAMESPACE, "resume"), done["status"]["outputs"]["points"]
     assert points == done["status"]["outputs"]["chunks"]
 
     # Delete: the finalizer removes the points and the artifacts, then the object goes.
@@ -223,16 +224,16 @@ async def test_concurrency_limit_keeps_the_rest_pending_with_a_reason(
     monkeypatch.setenv("MEDIAFLOW_OPERATOR_MAX_RUNNING", "1")
     await operator_process.start()
     await cluster.create_mediajob("first", spec_for(sample_video))
-    first_job = await cluster.wait_for(lambda: cluster.job(job_name("first")), 30, "the first Job")
+    first_job = await cluster.wait_for(lambda: cluster.job(job_name(NAMESPACE, "first")), 30, "the first Job")
     await cluster.create_mediajob("second", spec_for(sample_video))
 
     waiting = await cluster.wait_phase("second", {"Pending"}, timeout=30)
     assert waiting["status"]["reason"] == "WaitingForSlot"
-    assert await cluster.job(job_name("second")) is None
+    assert await cluster.job(job_name(NAMESPACE, "second")) is None
 
     await cluster.finish_job(first_job, succeeded=False)  # frees the slot
     await cluster.wait_phase("first", {"Failed"}, timeout=30)
-    await cluster.wait_for(lambda: cluster.job(job_name("second")), 30, "the second Job")
+    await cluster.wait_for(lambda: cluster.job(job_name(NAMESPACE, "second")), 30, "the second Job")
     assert (await cluster.mediajob("second"))["status"]["phase"] == "Running"
 
 
@@ -242,4 +243,4 @@ async def test_a_spec_the_model_rejects_fails_at_once(cluster, operator):
     failed = await cluster.wait_phase("bad", {"Failed"}, timeout=30)
     assert failed["status"]["reason"] == "InvalidSpec"
     assert "uri" in failed["status"]["message"]
-    assert await cluster.job(job_name("bad")) is None
+    assert await cluster.job(job_name(NAMESPACE, "bad")) is None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import kopf
 from prometheus_client import start_http_server
 
 from mediaflow.config import Settings
+from mediaflow.kubeauth import SERVICE_ACCOUNT_DIR, TokenFileAuth
 from mediaflow.pipeline import Pipeline
 from mediaflow_operator import runtime
 from mediaflow_operator.kube import KubeApi
@@ -26,6 +28,19 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.networking.request_timeout = ours.request_timeout
     settings.peering.name = ours.peering_name
     settings.peering.mandatory = False
+    # kopf pauses *every* operator when peers share a priority: each process draws its own,
+    # so among replicas the highest runs and the rest stand by until its record expires.
+    settings.peering.priority = (ours.peering_priority if ours.peering_priority is not None
+                                 else random.SystemRandom().randint(1, 2**31 - 1))
+    settings.peering.lifetime = ours.peering_lifetime
+    # Watch exactly the namespaces given: no list/watch of namespaces or CRDs cluster-wide,
+    # so the operator needs no cluster-scoped permission.
+    settings.scanning.disabled = True
+    # kopf's own progress in annotations, not in status.kopf (not in the CRD's status schema,
+    # so the API server would prune it and kopf would lose track of retries).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="kopf.mediaflow.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="kopf.mediaflow.dev", key="last-handled-configuration")
     settings.posting.level = logging.INFO  # Kubernetes Events for info-level transitions too
 
 
@@ -34,9 +49,9 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_) 
     configure_kopf(settings, ours)
     if ours.standalone:
         settings.peering.standalone = True
-    connection = _connection_info(settings, logger)
+    connection, token_file = _connection_info(settings, logger)
     kube = KubeApi.from_connection(connection, timeout=ours.request_timeout,
-                                   connect_timeout=ours.connect_timeout)
+                                   connect_timeout=ours.connect_timeout, token_file=token_file)
     # The operator drives the pipeline with remote engines only: models run in the serving apps.
     core = Settings(transcriber="remote", embedder="remote")
     missing = [f"MEDIAFLOW_{name.upper()}" for name in ENDPOINTS if not getattr(core, name)]
@@ -50,13 +65,17 @@ async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_) 
                 ours.max_running, ours.worker_image)
 
 
-def _connection_info(settings: kopf.OperatorSettings, logger: logging.Logger) -> kopf.ConnectionInfo:
+def _connection_info(settings: kopf.OperatorSettings,
+                     logger: logging.Logger) -> tuple[kopf.ConnectionInfo, TokenFileAuth | None]:
     # The same credentials kopf itself uses: in-cluster service account, else kubeconfig.
-    info = (kopf.login_with_service_account(settings=settings, logger=logger)
-            or kopf.login_with_kubeconfig(settings=settings, logger=logger))
+    # kopf logs in again on a 401; our client re-reads the rotated token file instead.
+    info = kopf.login_with_service_account(settings=settings, logger=logger)
+    if info is not None:
+        return info, TokenFileAuth(SERVICE_ACCOUNT_DIR / "token")
+    info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
     if info is None:
         raise kopf.PermanentError("no Kubernetes credentials found")
-    return info
+    return info, None
 
 
 async def cleanup(**_) -> None:

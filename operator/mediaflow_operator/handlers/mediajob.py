@@ -15,14 +15,14 @@ from datetime import datetime
 import kopf
 from pydantic import ValidationError
 
-from mediaflow.crd import MediaJobStatus, StageTiming
+from mediaflow.status import TERMINAL_PHASES, MediaJobStatus, StageTiming, condition_type, mediajob_media_id
 from mediaflow.errors import EngineRequestError, EngineUnavailableError, MediaflowError
 from mediaflow.models import ChunkSet, IndexRecord, ProbeResult, SummaryRecord, Transcript
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stages import STAGES
 from mediaflow_operator import metrics, runtime
-from mediaflow_operator.conditions import condition_type, is_true, now, set_condition
-from mediaflow_operator.jobs import JOB_STAGES, extract_job, job_name, job_outcome, media_id_for
+from mediaflow_operator.conditions import is_true, now, set_condition
+from mediaflow_operator.jobs import JOB_STAGES, extract_job, job_name, job_namespace, job_outcome
 
 TOTAL_WEIGHT = sum(s.weight for s in STAGES)
 
@@ -44,7 +44,8 @@ class MediaJobRun:
         self.name = body["metadata"]["name"]
         self.namespace = body["metadata"]["namespace"]
         self.generation = body["metadata"].get("generation")
-        self.media_id = media_id_for(self.namespace, self.name)
+        self.media_id = mediajob_media_id(self.namespace, self.name)
+        self.job_namespace = job_namespace(self.namespace, runtime.current().settings)
         self.status = MediaJobStatus.model_validate(dict(body.get("status") or {}))
         self.rt = runtime.current()
         self.saved_at = float("-inf")
@@ -52,6 +53,11 @@ class MediaJobRun:
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def deleting(self) -> bool:
+        """The finalizer has begun: start nothing more (it waits for what already runs)."""
+        return self.key in self.rt.deleting
 
     async def save(self, *, urgent: bool = True) -> None:
         """Patch the status; a routine step saved soon after the last patch waits for the next one.
@@ -91,18 +97,24 @@ class MediaJobRun:
 
 async def run_mediajob(body: kopf.Body, spec, stopped, retry: int, logger, **_) -> None:
     run = MediaJobRun(body, logger)
+    task = asyncio.current_task()
+    run.rt.daemons[run.key] = task  # the finalizer waits for this task to end
     try:
-        job_spec = MediaJobSpec.model_validate(dict(spec))
-    except ValidationError as exc:
-        # The CRD schema catches most of this; the model also checks what CEL cannot see.
-        await run.finish("Failed", "InvalidSpec", str(exc)[:1000])
-        return
-    if run.status.phase not in ("Succeeded", "Failed"):
-        await _process(run, job_spec, retry)
-    await _expire(run, job_spec, stopped)
+        try:
+            job_spec = MediaJobSpec.model_validate(dict(spec))
+        except ValidationError as exc:
+            # The CRD schema catches most of this; the model also checks what CEL cannot see.
+            await run.finish("Failed", "InvalidSpec", str(exc)[:1000])
+            return
+        if run.status.phase not in TERMINAL_PHASES:
+            await _process(run, job_spec, retry, stopped)
+        await _expire(run, job_spec, stopped)
+    finally:
+        if run.rt.daemons.get(run.key) is task:
+            del run.rt.daemons[run.key]
 
 
-async def _process(run: MediaJobRun, spec: MediaJobSpec, retry: int) -> None:
+async def _process(run: MediaJobRun, spec: MediaJobSpec, retry: int, stopped) -> None:
     async def waiting() -> None:
         run.status.phase, run.status.reason = "Pending", "WaitingForSlot"
         run.status.message = f"{run.rt.settings.max_running} MediaJobs already running"
@@ -115,12 +127,12 @@ async def _process(run: MediaJobRun, spec: MediaJobSpec, retry: int) -> None:
             run.status.started_at = run.status.started_at or now()
             run.status.outputs.media_id = run.media_id
         if not run.done("extract_audio"):
-            if not await _worker_job(run, spec):
+            if run.deleting or not await _worker_job(run, spec, stopped):
                 return
         for stage in STAGES:
             if stage.name in JOB_STAGES or run.done(stage.name):
                 continue
-            if not await _remote_stage(run, spec, stage.name, retry):
+            if run.deleting or not await _remote_stage(run, spec, stage.name, retry):
                 return
         _fill_outputs(run)
         await run.finish("Succeeded", "Completed", f"media {run.media_id} transcribed, indexed and summarized")
@@ -139,11 +151,11 @@ def _end(run: MediaJobRun, stage: str, reason: str, message: str) -> None:
     run.update_progress()
 
 
-async def _worker_job(run: MediaJobRun, spec: MediaJobSpec) -> bool:
+async def _worker_job(run: MediaJobRun, spec: MediaJobSpec, stopped) -> bool:
     """probe + extract_audio as a Kubernetes Job of the worker image; True once it completed."""
-    rt, name = run.rt, job_name(run.name)
+    rt, name, namespace = run.rt, job_name(run.namespace, run.name), run.job_namespace
     started = time.perf_counter()
-    job = rt.jobs.latest(run.namespace, name)
+    job = rt.jobs.latest(namespace, name)
     if job is None:
         # The worker reads the spec from the artifact store (no ConfigMap per MediaJob).
         await asyncio.to_thread(rt.pipeline.store.write_text, run.media_id, "job.json",
@@ -158,8 +170,10 @@ async def _worker_job(run: MediaJobRun, spec: MediaJobSpec) -> bool:
         if created:
             kopf.info(run.body, reason="JobCreated", message=f"processing media {run.media_id}: created Job {name}")
     while (outcome := job_outcome(job)) is None:
-        await rt.jobs.wait(run.namespace, name, timeout=rt.settings.job_recheck_seconds)
-        job = rt.jobs.latest(run.namespace, name) or await rt.kube.get_job(run.namespace, name)
+        if stopped or run.deleting:
+            return False
+        await rt.jobs.wait(namespace, name, timeout=rt.settings.job_recheck_seconds)
+        job = rt.jobs.latest(namespace, name) or await rt.kube.get_job(namespace, name)
         if job is None:
             raise kopf.TemporaryError(f"Job {name} disappeared; recreating", delay=1)
     ok, reason, message = outcome

@@ -10,20 +10,22 @@ inlined, ``anyOf: [X, null]`` becomes ``X`` + ``nullable: true``, titles and
 server's strict field validation (kubectl's default, ``--validate=strict``) and,
 for clients that skip it, pruned before the operator sees the object; the
 operator then validates the spec with :class:`MediaJobSpec` again.
+
+The spec is immutable (:data:`SPEC_IMMUTABLE`): a running job's stages, artifacts and
+index points were made from it, so a change would leave them describing another job.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel
 
-from mediaflow.spec import STAGE_NAMES, MediaJobSpec
+from mediaflow.spec import MediaJobSpec
+from mediaflow.status import MediaJobStatus
 
 GROUP = "mediaflow.dev"
 VERSION = "v1alpha1"
@@ -34,60 +36,13 @@ SHORT_NAMES = ["mj"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
-PHASES: tuple[str, ...] = ("Pending", "Running", "Succeeded", "Failed")
-# Conditions: one per stage (camel-cased stage name, e.g. "ExtractAudio") plus "Ready".
-CONDITION_TYPES: tuple[str, ...] = tuple(
-    "".join(part.capitalize() for part in name.split("_")) for name in STAGE_NAMES
-) + ("Ready",)
-
-
-class _Status(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
-class Condition(_Status):
-    """A Kubernetes API convention condition (metav1.Condition)."""
-
-    type: str = Field(max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9]*$")
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: datetime
-    observed_generation: int | None = Field(default=None, ge=0)
-
-
-class StageTiming(_Status):
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-
-class Outputs(_Status):
-    """Pointers and small figures only: large results live in the artifact store."""
-
-    media_id: str | None = None
-    artifacts: dict[str, str] = Field(default_factory=dict, description="Artifact name -> URI.")
-    duration_seconds: float | None = Field(default=None, ge=0)
-    language: str | None = None
-    segments: int | None = Field(default=None, ge=0)
-    chunks: int | None = Field(default=None, ge=0)
-    points: int | None = Field(default=None, ge=0)
-    summary_excerpt: str | None = Field(default=None, max_length=500)
-
-
-class MediaJobStatus(_Status):
-    phase: Phase = "Pending"
-    reason: str | None = Field(default=None, description="Why the job is in this phase.")
-    message: str | None = None
-    progress: int = Field(default=0, ge=0, le=100)
-    observed_generation: int | None = Field(default=None, ge=0)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    duration: str | None = Field(default=None, description="Wall time, e.g. 1m23s.")
-    conditions: list[Condition] = Field(default_factory=list)
-    stages: dict[str, StageTiming] = Field(default_factory=dict, description="Per-stage start/end.")
-    outputs: Outputs = Field(default_factory=Outputs)
-
+# A transition rule (it reads oldSelf), so the API server evaluates it on updates only.
+# It sits on `spec`, not on the root: writes to the status subresource (which cannot
+# change spec) and to metadata (finalizers, labels) pass.
+SPEC_IMMUTABLE = {
+    "rule": "self == oldSelf",
+    "message": "spec is immutable: delete the MediaJob and create a new one",
+}
 
 # -- JSON schema -> structural schema -------------------------------------------------
 _DROP = {"title", "additionalProperties", "$defs"}
@@ -157,6 +112,7 @@ def _printer_columns() -> list[dict[str, Any]]:
 
 def crd() -> dict[str, Any]:
     spec_schema = structural_schema(MediaJobSpec)
+    spec_schema.setdefault("x-kubernetes-validations", []).append(SPEC_IMMUTABLE)
     status_schema = structural_schema(MediaJobStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

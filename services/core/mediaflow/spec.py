@@ -23,6 +23,15 @@ PARENT_SEGMENT_RE = r"(^|/)\.\.(/|$)"
 STAGE_NAMES = ("probe", "extract_audio", "transcribe", "chunk", "embed", "index", "summarize")
 
 
+def _cel_string(text: str) -> str:
+    r"""``text`` as a single-quoted CEL string literal.
+
+    CEL strings have escapes of their own: the regex ``(^|/)\.\.`` is written
+    ``'(^|/)\\.\\.'`` in a rule; cel-go (the API server) refuses a CRD with ``'\.'``.
+    """
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
@@ -36,7 +45,7 @@ class Source(_Model):
         description="s3://bucket/key, http(s):// URL, or an absolute path on the media volume.",
         json_schema_extra={
             "x-kubernetes-validations": [
-                {"rule": f"!self.matches('{PARENT_SEGMENT_RE}')",
+                {"rule": f"!self.matches({_cel_string(PARENT_SEGMENT_RE)})",
                  "message": "source.uri must not contain '..' path segments"}
             ]
         },

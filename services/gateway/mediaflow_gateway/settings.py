@@ -49,6 +49,9 @@ class GatewaySettings(BaseSettings):
     )
     kubeconfig: Path | None = Field(default=None, description="Default: $KUBECONFIG or ~/.kube/config.")
     job_poll_seconds: float = Field(default=1.0, gt=0, description="Cluster: status poll for SSE.")
+    delete_wait_seconds: float = Field(
+        default=60.0, ge=0,
+        description="Cluster: how long DELETE waits for the operator's finalizer (503 + Retry-After after).")
 
 
 @lru_cache

@@ -83,9 +83,13 @@ class Backend(ABC):
         return await asyncio.to_thread(self._locked, fn, *args, **kwargs)
 
     # -- jobs ------------------------------------------------------------------
+    def media_id_for_job(self, job_id: str) -> str:
+        """The media id a new job's artifacts are stored under (here: the job id itself)."""
+        return job_id
+
     @abstractmethod
-    async def submit(self, media_id: str, spec: MediaJobSpec) -> JobView:
-        """Start processing ``spec.source`` as ``media_id``; the job id is the media id."""
+    async def submit(self, job_id: str, spec: MediaJobSpec) -> JobView:
+        """Start processing ``spec.source`` as job ``job_id`` (media ``media_id_for_job(job_id)``)."""
 
     @abstractmethod
     async def get_job(self, job_id: str) -> JobView: ...

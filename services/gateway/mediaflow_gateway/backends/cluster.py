@@ -1,68 +1,50 @@
 """Cluster backend: a job is a ``MediaJob`` (mediaflow.dev/v1alpha1) run by the operator.
 
-The gateway only creates and reads MediaJobs; the operator owns the CRD and
-writes ``status`` (phase, conditions, progress). The MediaJob's name is the
-media id, so results are found in the shared artifact store and Qdrant.
+The gateway creates, reads and deletes MediaJobs; the operator writes their
+``status``. Both use the one status model of the core (:mod:`mediaflow.status`),
+and the media id of a MediaJob is what the operator derives from its namespace
+and name (:func:`mediaflow.status.mediajob_media_id`): the gateway stores an upload
+under that id, so the operator's transcript, summary and index points are found there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 from collections.abc import AsyncIterator
-from datetime import datetime
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from typing import Any
 
 from mediaflow.errors import NotFoundError
-from mediaflow.spec import MediaJobSpec
-from mediaflow_gateway.api.schemas import TERMINAL_PHASES, Condition, JobView
+from mediaflow.spec import STAGE_NAMES, MediaJobSpec
+from mediaflow.status import TERMINAL_PHASES, MediaJobStatus, condition_type, mediajob_media_id
+from mediaflow_gateway.api.errors import ApiError
+from mediaflow_gateway.api.schemas import Condition, JobView
 from mediaflow_gateway.backends.base import Backend, outputs_for
 from mediaflow_gateway.backends.kube import KubeClient
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "mediaflow-gateway"}
 MEDIA_ID_LABEL = "mediaflow.dev/media-id"
-
-
-class _Status(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
-
-class KubeCondition(_Status):
-    type: str
-    status: Literal["True", "False", "Unknown"] = "Unknown"
-    reason: str = ""
-    message: str = ""
-    last_transition_time: datetime | None = None
-
-
-class MediaJobStatus(_Status):
-    """What the gateway reads of a MediaJob's status (the operator writes it)."""
-
-    phase: str = "Pending"
-    progress: float = Field(default=0.0, ge=0, le=1)
-    stage: str | None = None
-    conditions: list[KubeCondition] = []
-    message: str | None = None
+_STAGE_BY_CONDITION = {condition_type(stage): stage for stage in STAGE_NAMES}
 
 
 def job_from_object(obj: dict[str, Any]) -> JobView:
     meta, spec = obj.get("metadata", {}), obj.get("spec", {})
     status = MediaJobStatus.model_validate(obj.get("status") or {})
-    phase = status.phase if status.phase in ("Pending", "Running", "Succeeded", "Failed") else "Running"
-    name = meta["name"]
+    # The API names stage conditions after the stages, as the embedded backend does.
+    conditions = [Condition(type=_STAGE_BY_CONDITION[c.type], status=c.status, reason=c.reason,
+                            message=c.message, last_transition_time=c.last_transition_time)
+                  for c in status.conditions if c.type in _STAGE_BY_CONDITION]
     return JobView(
-        id=name,
-        media_id=meta.get("labels", {}).get(MEDIA_ID_LABEL, name),
+        id=meta["name"],
+        media_id=mediajob_media_id(meta["namespace"], meta["name"]),
         title=(spec.get("source") or {}).get("title"),
-        phase=phase,
-        progress=1.0 if phase == "Succeeded" else status.progress,
-        stage=status.stage,
-        conditions=[Condition(**c.model_dump()) for c in status.conditions],
+        phase=status.phase,
+        progress=status.progress_fraction,
+        stage=status.current_stage,
+        conditions=conditions,
         message=status.message,
         created_at=meta.get("creationTimestamp"),
+        updated_at=status.finished_at,
     )
 
 
@@ -77,10 +59,13 @@ class ClusterBackend(Backend):
         await self.kube.close()
         await super().stop()
 
-    async def submit(self, media_id: str, spec: MediaJobSpec) -> JobView:
+    def media_id_for_job(self, job_id: str) -> str:
+        return mediajob_media_id(self.kube.namespace, job_id)
+
+    async def submit(self, job_id: str, spec: MediaJobSpec) -> JobView:
         body = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-        obj = await self.kube.create(media_id, body, {**MANAGED_BY, MEDIA_ID_LABEL: media_id})
-        return job_from_object(obj)
+        labels = {**MANAGED_BY, MEDIA_ID_LABEL: self.media_id_for_job(job_id)}
+        return job_from_object(await self.kube.create(job_id, body, labels))
 
     async def get_job(self, job_id: str) -> JobView:
         job = job_from_object(await self.kube.get(job_id))
@@ -88,10 +73,23 @@ class ClusterBackend(Backend):
             job.outputs = await asyncio.to_thread(outputs_for, job.media_id, self.store)
         return job
 
+    async def _mediajobs(self) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+        objects = await self.kube.list(label_selector=selector)
+        # The label selector is the server's filter; checked here too, as a server may ignore it.
+        return [o for o in objects
+                if all((o.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in MANAGED_BY.items())]
+
     async def list_jobs(self) -> list[JobView]:
-        objects = await self.kube.list(label_selector="app.kubernetes.io/managed-by=mediaflow-gateway")
-        jobs = [job_from_object(o) for o in objects]
+        jobs = [job_from_object(o) for o in await self._mediajobs()]
         return sorted(jobs, key=lambda j: (j.created_at is None, j.created_at), reverse=True)
+
+    async def job_id_for_media(self, media_id: str) -> str | None:
+        for obj in await self._mediajobs():
+            meta = obj["metadata"]
+            if mediajob_media_id(meta["namespace"], meta["name"]) == media_id:
+                return meta["name"]
+        return None
 
     async def watch_job(self, job_id: str) -> AsyncIterator[JobView]:
         # Polling keeps this small; a watch would save requests at many subscribers.
@@ -106,8 +104,32 @@ class ClusterBackend(Backend):
             await asyncio.sleep(self.settings.job_poll_seconds)
 
     async def forget_job(self, job_id: str) -> None:
-        with contextlib.suppress(NotFoundError):
+        """Delete the MediaJob and wait for the operator's finalizer, which removes the
+        media's Job, points and artifacts once nothing of the pipeline writes any more."""
+        try:
             await self.kube.delete(job_id)
+        except NotFoundError:
+            return
+        deadline = time.monotonic() + self.settings.delete_wait_seconds
+        while time.monotonic() < deadline:
+            try:
+                await self.kube.get(job_id)
+            except NotFoundError:
+                return
+            await asyncio.sleep(self.settings.job_poll_seconds)
+        raise ApiError(503, f"MediaJob {job_id} is being deleted: the operator has not finished cleaning up yet",
+                       headers={"Retry-After": "10"})
+
+    async def delete(self, media_id: str) -> None:
+        job_id = await self.job_id_for_media(media_id)
+        if job_id is not None:
+            # The operator's finalizer cleans the media once its pipeline has stopped; what
+            # remains after the MediaJob is gone (none was added: no operator ran) nothing writes.
+            await self.forget_job(job_id)
+            await self._in_thread_locked(self.pipeline.delete, media_id)
+            self.seeker.forget(media_id)
+        elif not await self._in_thread_locked(self.pipeline.delete, media_id):
+            raise NotFoundError(f"no such media: {media_id}")
 
     async def readiness(self) -> dict[str, str]:
         checks = await super().readiness()

@@ -49,11 +49,11 @@ class EmbeddedBackend(Backend):
         return self._tracker
 
     # -- jobs ------------------------------------------------------------------
-    async def submit(self, media_id: str, spec: MediaJobSpec) -> JobView:
+    async def submit(self, job_id: str, spec: MediaJobSpec) -> JobView:
         if self.tracker.active() >= self.settings.max_queued_jobs:
             raise ApiError(503, "too many jobs queued; try again later", headers={"Retry-After": "30"})
-        job = self.tracker.create(media_id, media_id, spec.source.title)
-        self._pool.submit(self._run, media_id, spec)
+        job = self.tracker.create(job_id, self.media_id_for_job(job_id), spec.source.title)
+        self._pool.submit(self._run, job_id, spec)
         return job
 
     def _run(self, job_id: str, spec: MediaJobSpec) -> None:

@@ -17,35 +17,33 @@ from typing import Any
 import httpx
 import yaml
 
+from mediaflow.crd import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from mediaflow.errors import EngineUnavailableError, NotFoundError
+from mediaflow.kubeauth import SERVICE_ACCOUNT_DIR, TokenFileAuth
 from mediaflow_gateway.api.errors import ApiError
 from mediaflow_gateway.settings import GatewaySettings
 
-GROUP, VERSION, PLURAL, KIND = "mediaflow.dev", "v1alpha1", "mediajobs", "MediaJob"
-API_VERSION = f"{GROUP}/{VERSION}"
-SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-
-
 class KubeClient:
     def __init__(self, base_url: str, *, namespace: str, token: str | None = None,
+                 auth: httpx.Auth | None = None,
                  verify: ssl.SSLContext | bool = True, cert: tuple[str, str] | None = None):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.namespace = namespace
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, verify=verify,
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=headers, auth=auth, verify=verify,
                                       cert=cert, timeout=httpx.Timeout(10.0))
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> KubeClient:
-        token_file = SERVICE_ACCOUNT / "token"
+        # A service-account token is re-read as the kubelet rotates it (bound tokens expire).
+        token_file = SERVICE_ACCOUNT_DIR / "token"
+        auth = TokenFileAuth(token_file) if token_file.is_file() else None
         if settings.kube_api_url:
-            token = token_file.read_text().strip() if token_file.is_file() else None
-            return cls(settings.kube_api_url, namespace=settings.namespace, token=token)
-        if os.environ.get("KUBERNETES_SERVICE_HOST") and token_file.is_file():
+            return cls(settings.kube_api_url, namespace=settings.namespace, auth=auth)
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and auth is not None:
             host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-            return cls(f"https://{host}:{port}", namespace=settings.namespace,
-                       token=token_file.read_text().strip(),
-                       verify=ssl.create_default_context(cafile=str(SERVICE_ACCOUNT / "ca.crt")))
+            return cls(f"https://{host}:{port}", namespace=settings.namespace, auth=auth,
+                       verify=ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt")))
         return cls.from_kubeconfig(settings.kubeconfig, namespace=settings.namespace)
 
     @classmethod

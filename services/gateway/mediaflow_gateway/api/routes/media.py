@@ -50,7 +50,7 @@ UPLOAD_OPENAPI = {
 }
 
 
-def new_media_id() -> str:
+def new_job_id() -> str:
     # Random, not content-addressed: the id is returned before the bytes are all in.
     return uuid.uuid4().hex[:16]
 
@@ -64,7 +64,8 @@ def media_view(info: MediaInfo, signer) -> MediaView:
              responses={**ERRORS, 413: {"model": ErrorBody}, 415: {"model": ErrorBody}})
 async def create_media(request: Request, backend: BackendDep, caller: CallerDep) -> MediaCreated:
     """Upload a file (multipart ``file``, optional ``title``, ``language``) or submit ``{url}``."""
-    media_id = new_media_id()
+    job_id = new_job_id()
+    media_id = backend.media_id_for_job(job_id)
     if request.headers.get("content-type", "").startswith("application/json"):
         try:
             body = CreateMediaFromUrl.model_validate_json(await request.body())
@@ -74,7 +75,12 @@ async def create_media(request: Request, backend: BackendDep, caller: CallerDep)
                             stages=body.stages)
     else:
         spec = await _receive_file(request, backend, media_id)
-    job = await backend.submit(media_id, spec)
+    try:
+        job = await backend.submit(job_id, spec)
+    except BaseException:
+        # Not accepted (queue full, API unreachable, ...): keep nothing of the request.
+        await asyncio.to_thread(backend.store.delete_media, media_id)
+        raise
     return MediaCreated(media_id=media_id, job_id=job.id, job_url=f"/v1/jobs/{job.id}",
                         events_url=f"/v1/jobs/{job.id}/events")
 
