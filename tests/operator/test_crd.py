@@ -1,7 +1,10 @@
-"""The committed CRD is the generator's output, is structural, and rejects invalid MediaJobs."""
+"""The committed CRD is the generator's output, is structural, and its CEL rules are ones the
+API server compiles and that reject what they are meant to (checked with Google's CEL)."""
 
 from __future__ import annotations
 
+import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -9,13 +12,28 @@ import yaml
 from pydantic import ValidationError
 
 from mediaflow.crd import crd, crd_yaml
-from mediaflow.spec import MediaJobSpec
-from tests.operator.crd_validation import validation_errors
+from mediaflow.spec import PARENT_SEGMENT_RE, MediaJobSpec
+from tests.operator.crd_validation import compile_rule, schema_nodes, schema_rules, validation_errors
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "charts/mediaflow/crds/mediajobs.mediaflow.dev.yaml"
 INVALID = sorted((Path(__file__).parent / "invalid").glob("*.yaml"))
 EXAMPLES = sorted((REPO / "operator/examples").glob("*.yaml"))
+IMMUTABLE = "spec is immutable: delete the MediaJob and create a new one"
+
+
+def _schema(doc: dict) -> dict:
+    return doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+# The rules as the API server receives them: read from the committed file, not the generator.
+COMMITTED_RULES = list(schema_rules(_schema(yaml.safe_load(CRD_FILE.read_text()))))
+
+
+def job(spec: dict, status: dict | None = None, **metadata) -> dict:
+    obj = {"apiVersion": "mediaflow.dev/v1alpha1", "kind": "MediaJob",
+           "metadata": {"name": "x", **metadata}, "spec": spec}
+    return obj if status is None else {**obj, "status": status}
 
 
 def test_committed_crd_is_the_generated_one():
@@ -23,23 +41,21 @@ def test_committed_crd_is_the_generated_one():
         "regenerate: python -m mediaflow.crd > charts/mediaflow/crds/mediajobs.mediaflow.dev.yaml")
 
 
-def _schema_nodes(node, path=""):
-    yield path, node
-    for name, sub in (node.get("properties") or {}).items():
-        yield from _schema_nodes(sub, f"{path}.{name}")
-    if isinstance(node.get("items"), dict):
-        yield from _schema_nodes(node["items"], f"{path}[]")
-    if isinstance(node.get("additionalProperties"), dict):
-        yield from _schema_nodes(node["additionalProperties"], f"{path}{{}}")
-
-
 def test_schema_is_structural():
-    schema = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    for path, node in _schema_nodes(schema):
-        assert not {"$ref", "anyOf", "oneOf", "allOf", "$defs", "title"} & node.keys(), path
+    schema = _schema(crd())
+    assert schema["properties"]["metadata"] == {"type": "object"}  # the API server owns metadata
+    for path, node in schema_nodes(schema):
+        assert not {"$ref", "anyOf", "oneOf", "allOf", "not", "$defs", "title"} & node.keys(), path
         assert node.get("additionalProperties", {}) is not False, path  # prunes instead; see crd.py
+        assert not ("properties" in node and "additionalProperties" in node), path
         assert "type" in node, path
         assert not isinstance(node.get("default"), dict) or None not in node["default"].values(), path
+        assert ("x-kubernetes-list-map-keys" in node) == (node.get("x-kubernetes-list-type") == "map"), path
+        for key in node.get("x-kubernetes-list-map-keys", []):  # the API server demands these
+            item = node["items"]
+            assert item["type"] == "object", path
+            assert item["properties"][key]["type"] in ("string", "integer", "boolean"), (path, key)
+            assert key in item.get("required", []) or "default" in item["properties"][key], (path, key)
 
 
 def test_crd_identity_and_columns():
@@ -54,10 +70,135 @@ def test_crd_identity_and_columns():
     assert set(status["conditions"]["items"]["required"]) == {"type", "status", "reason", "lastTransitionTime"}
 
 
+def test_conditions_are_a_map_keyed_by_type():
+    conditions = _schema(crd())["properties"]["status"]["properties"]["conditions"]
+    assert conditions["type"] == "array"
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"]
+
+
+# -- CEL: compiled by Google's CEL (the grammar of cel-go, which the API server runs) ----------
+
+@pytest.mark.parametrize("path, node, rule", COMMITTED_RULES, ids=[f"{p} {r['rule']}" for p, _, r in COMMITTED_RULES])
+def test_every_rule_compiles_in_google_cel(path, node, rule):
+    compile_rule(rule["rule"])
+    assert rule.get("message"), f"{path}: a rule without a message reports its CEL text to users"
+
+
+def test_google_cel_refuses_what_the_api_server_refuses():
+    # The rule text that once made the API server refuse this CRD: '\.' is no CEL escape.
+    with pytest.raises(RuntimeError, match="token recognition error"):
+        compile_rule(r"!self.matches('(^|/)\.\.(/|$)')")
+    with pytest.raises(RuntimeError, match="undeclared reference"):
+        compile_rule("self == old")
+    with pytest.raises(RuntimeError, match="no matching overload"):
+        compile_rule("self.uri.size() < 'ten'")
+    with pytest.raises(ValueError, match="bool"):
+        compile_rule("'not a bool'")
+
+
+URI_ACCEPTED = ["/media/a..b.mp4", "/media/..hidden/x.mp4", "/media/x../y.mp4",
+                "s3://bucket-1/a/b..c", "https://h.example/a/..."]
+URI_REJECTED = ["/media/../etc/passwd", "/media/..", "/../x", "s3://bucket-1/a/../b",
+                "https://h.example/../x", "https://h.example/a/.."]
+
+
+def test_the_cel_regex_is_the_python_one():
+    (rule,) = [r["rule"] for p, _, r in COMMITTED_RULES if p == ".spec.source.uri"]
+    compiled = compile_rule(rule).expression
+    for uri in URI_ACCEPTED + URI_REJECTED:
+        assert compiled.eval(data={"self": uri}).value() is (re.search(PARENT_SEGMENT_RE, uri) is None), uri
+
+
+FULL = yaml.safe_load((REPO / "operator/examples/s3-full-options.yaml").read_text())["spec"]
+
+# For every rule in the CRD (by message): (old spec or None for a create, new spec) pairs it
+# accepts and pairs it rejects. A rule added without samples fails test_every_rule_has_samples.
+RULE_SAMPLES: dict[str, dict[str, list[tuple[dict | None, dict]]]] = {
+    "source.uri must not contain '..' path segments": {
+        "accept": [(None, {"source": {"uri": u}}) for u in URI_ACCEPTED],
+        "reject": [(None, {"source": {"uri": u}}) for u in URI_REJECTED],
+    },
+    "overlapSeconds must be smaller than seconds": {
+        "accept": [(None, {"source": {"uri": "/m/a.mp4"}, "stages": {"chunking": c}}) for c in (
+            {}, {"seconds": 4}, {"overlapSeconds": 14.5}, {"seconds": 20, "overlapSeconds": 0})],
+        "reject": [(None, {"source": {"uri": "/m/a.mp4"}, "stages": {"chunking": c}}) for c in (
+            {"seconds": 2}, {"overlapSeconds": 15}, {"seconds": 10, "overlapSeconds": 10.0},
+            {"seconds": 10, "overlapSeconds": 30})],
+    },
+    IMMUTABLE: {
+        "accept": [
+            (None, FULL),  # a create has no oldSelf: transition rules do not run
+            (FULL, copy.deepcopy(FULL)),  # `kubectl apply` of the same manifest again
+            ({"source": {"uri": "/m/a.mp4"}},  # equal once the API server has defaulted both
+             {"source": {"uri": "/m/a.mp4"}, "language": "en", "priority": 0,
+              "stages": {"chunking": {"seconds": 15, "overlapSeconds": 3}}}),
+        ],
+        "reject": [
+            (FULL, {**FULL, "language": "en"}),
+            (FULL, {**FULL, "source": {"uri": "s3://media-bucket/talks/other.mp4"}}),
+            (FULL, {**FULL, "source": {**FULL["source"], "title": "Renamed"}}),
+            (FULL, {**FULL, "stages": {**FULL["stages"], "chunking": {"seconds": 21, "overlapSeconds": 4}}}),
+            (FULL, {k: v for k, v in FULL.items() if k != "ttlSecondsAfterFinished"}),
+            ({"source": {"uri": "/m/a.mp4"}}, {"source": {"uri": "/m/a.mp4"}, "priority": 1}),
+        ],
+    },
+}
+SAMPLES = [(message, verdict, old, new) for message, cases in RULE_SAMPLES.items()
+           for verdict, pairs in cases.items() for old, new in pairs]
+
+
+def test_every_rule_has_samples():
+    assert sorted(r["message"] for _, _, r in COMMITTED_RULES) == sorted(RULE_SAMPLES)
+
+
+@pytest.mark.parametrize("message, verdict, old, new", SAMPLES,
+                         ids=[f"{m[:24]}-{v}-{i}" for i, (m, v, _, _) in enumerate(SAMPLES)])
+def test_rule_samples(message, verdict, old, new):
+    (path,) = [p for p, _, r in COMMITTED_RULES if r["message"] == message]
+    errors = validation_errors(crd(), job(new), old=None if old is None else job(old))
+    assert errors == ([] if verdict == "accept" else [f"{path}: {message}"])
+    if old is None:  # pydantic holds the same rule for the CLI, the gateway and the operator
+        if verdict == "accept":
+            MediaJobSpec.model_validate(new)
+        else:
+            with pytest.raises(ValidationError):
+                MediaJobSpec.model_validate(new)
+
+
+def test_only_spec_is_immutable_status_and_metadata_stay_writable():
+    transition = [(p, r["rule"]) for p, _, r in COMMITTED_RULES if compile_rule(r["rule"]).transition]
+    assert transition == [(".spec", "self == oldSelf")]
+    spec = {"source": {"uri": "/m/a.mp4"}}
+    old = job(spec, status={"phase": "Pending"})
+    new = job(spec, labels={"team": "research"}, finalizers=["mediaflow.dev/cleanup"], status={
+        "phase": "Running", "progress": 40, "outputs": {"mediaId": "mj-0123456789ab"},
+        "conditions": [{"type": "Probe", "status": "True", "reason": "Done",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+    assert validation_errors(crd(), new, old=old) == []
+    assert validation_errors(crd(), {k: v for k, v in new.items() if k != "status"}, old=old) == []
+
+
+def test_string_rules_are_bounded_and_read_declared_fields():
+    # The API server estimates a rule's cost from maxLength (without it: the 3 MiB request
+    # size) and, as self is typed from the schema, refuses a rule naming an undeclared field.
+    for path, node, rule in COMMITTED_RULES:
+        if node["type"] == "string" and re.search(r"\bself\.(matches|contains|startsWith|endsWith)\(", rule["rule"]):
+            assert "maxLength" in node, path
+        for field, call in re.findall(r"\b(?:old)?[sS]elf\.([A-Za-z_]\w*)(\s*\()?", rule["rule"]):
+            if not call:
+                assert field in node.get("properties", {}), (path, field)
+                sub = node["properties"][field]
+                if re.search(rf"\bself\.{field}\.matches\(", rule["rule"]) and sub["type"] == "string":
+                    assert "maxLength" in sub, (path, field)
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_examples_are_accepted(path):
     obj = yaml.safe_load(path.read_text())
     assert validation_errors(crd(), obj) == []
+    assert validation_errors(crd(), obj, old=obj) == []  # applied again unchanged
     MediaJobSpec.model_validate(obj["spec"])
 
 
@@ -70,13 +211,12 @@ def test_invalid_samples_are_rejected_by_the_schema_and_the_model(path):
 
 
 def test_validator_reports_the_reason():
-    base = {"apiVersion": "mediaflow.dev/v1alpha1", "kind": "MediaJob", "metadata": {"name": "x"}}
-    bad_scheme = validation_errors(crd(), {**base, "spec": {"source": {"uri": "file:///etc/passwd"}}})
+    bad_scheme = validation_errors(crd(), job({"source": {"uri": "file:///etc/passwd"}}))
     assert any("does not match" in e and "source.uri" in e for e in bad_scheme)
-    unknown = validation_errors(crd(), {**base, "spec": {"source": {"uri": "/m/a.mp4"}, "stages": {"bogus": {}}}})
+    unknown = validation_errors(crd(), job({"source": {"uri": "/m/a.mp4"}, "stages": {"bogus": {}}}))
     assert any("bogus" in e for e in unknown)
-    overlap = validation_errors(crd(), {**base, "spec": {"source": {"uri": "/m/a.mp4"},
-                                                          "stages": {"chunking": {"overlapSeconds": 20}}}})
+    overlap = validation_errors(crd(), job({"source": {"uri": "/m/a.mp4"},
+                                            "stages": {"chunking": {"overlapSeconds": 20}}}))
     assert overlap == [".spec.stages.chunking: overlapSeconds must be smaller than seconds"]
-    parent = validation_errors(crd(), {**base, "spec": {"source": {"uri": "/m/../a.mp4"}}})
+    parent = validation_errors(crd(), job({"source": {"uri": "/m/../a.mp4"}}))
     assert parent == [".spec.source.uri: source.uri must not contain '..' path segments"]
