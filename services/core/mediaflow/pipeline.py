@@ -108,8 +108,8 @@ class Pipeline:
             store=self.store,
             engines=self.engines,
             progress=progress or (lambda fraction: None),
+            open_index=lambda: self.index(spec.stages.index.collection),
         )
-        ctx._index = self.index(spec.stages.index.collection)
         return ctx
 
     # -- ingest ------------------------------------------------------------------

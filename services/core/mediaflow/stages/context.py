@@ -26,6 +26,9 @@ class StageContext:
     store: ArtifactStore
     engines: Engines
     progress: Callable[[float], None] = field(default=lambda fraction: None)
+    # Opened on first use: only the index stage needs Qdrant (a worker Job never does, and an
+    # embedded Qdrant path admits one client at a time).
+    open_index: Callable[[], VectorIndex] | None = None
     _index: VectorIndex | None = None
 
     @property
@@ -35,7 +38,8 @@ class StageContext:
     @property
     def index(self) -> VectorIndex:
         if self._index is None:
-            self._index = VectorIndex.from_settings(self.settings, self.collection)
+            self._index = (self.open_index() if self.open_index is not None
+                           else VectorIndex.from_settings(self.settings, self.collection))
         return self._index
 
     @cached_property
