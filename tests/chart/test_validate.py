@@ -7,8 +7,8 @@ import pytest
 
 from tests.chart.conftest import render
 
-# Kinds of CRDs that kubernetes-validate has no schema for; test_rayservice checks the RayService.
-CUSTOM_KINDS = {"RayService", "ClusterKopfPeering", "ServiceMonitor", "PodMonitor"}
+# Kinds of CRDs that kubernetes-validate has no schema for; test_upstream_crds checks them against their CRDs.
+CUSTOM_KINDS = {"RayService", "KopfPeering", "ClusterKopfPeering", "ServiceMonitor", "PodMonitor"}
 
 
 @pytest.mark.parametrize("version", ["1.30.0", "1.34.0"])
@@ -38,3 +38,14 @@ def test_external_qdrant_replaces_the_statefulset():
     config = next(d for d in render("external-qdrant") if d["metadata"]["name"] == "mediaflow-pipeline")
     assert config["data"]["MEDIAFLOW_QDRANT_URL"] == "https://qdrant.example.com:6333"
     assert ("StatefulSet", "mediaflow-qdrant") in {(d["kind"], d["metadata"]["name"]) for d in render("minimal")}
+
+
+@pytest.mark.parametrize("sets", [
+    ("operator.watchNamespaces={team-a,team-b}", "operator.replicas=2"),
+    ("operator.watchNamespaces={*}", "serviceMonitor.enabled=true"),
+    ("operator.standalone=true", "operator.watchNamespaces={*}"),
+])
+def test_operator_scopes_validate_strictly(sets):
+    for doc in render(None, *sets):
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, "1.34.0", strict=True)

@@ -38,6 +38,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 
+{{/* containerSecurityContext with a component's overrides set key by key (so false wins over true);
+call with (dict "ctx" $ "override" .Values.gateway.containerSecurityContext). */}}
+{{- define "mediaflow.containerSecurity" -}}
+{{- $security := deepCopy .ctx.Values.containerSecurityContext -}}
+{{- range $key, $value := .override | default dict -}}
+{{- $_ := set $security $key $value -}}
+{{- end -}}
+{{- toYaml $security -}}
+{{- end -}}
+
 {{- define "mediaflow.podSecurity" -}}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
@@ -140,30 +150,79 @@ env:
 {{- end -}}
 
 {{/* Raylet (and on the head, GCS) health, as KubeRay checks it, with the image's python (no wget there).
-Model readiness is Serve's own: the RayService reports it and the serve Service only routes to ready proxies. */}}
+With "serve", also the Ray Serve proxy on this node (:servePort/-/healthz): KubeRay 1.4's default readiness
+probe of RayService workers checks it, so a worker whose proxy is down (or draining) leaves the serve Service.
+Call with (dict "ctx" $ "head" bool "serve" bool). */}}
 {{- define "mediaflow.rayHealthCommand" -}}
 {{- $urls := list "http://localhost:52365/api/local_raylet_healthz" -}}
 {{- if .head }}{{- $urls = append $urls (printf "http://localhost:%d/api/gcs_healthz" (int .ctx.Values.ray.head.dashboardPort)) -}}{{- end -}}
-[python3, -c, "import sys, urllib.request as u; sys.exit(0 if all(b'success' in u.urlopen(x, timeout=4).read() for x in {{ $urls | toJson | replace "\"" "'" }}) else 1)"]
+{{- if .serve }}{{- $urls = append $urls (printf "http://localhost:%d/-/healthz" (int .ctx.Values.ray.servePort)) -}}{{- end -}}
+[python3, -c, "import sys, urllib.request as u; sys.exit(0 if all(b'success' in u.urlopen(x, timeout=2).read() for x in {{ $urls | toJson | replace "\"" "'" }}) else 1)"]
 {{- end -}}
 
+{{/* Probes of a Ray container; call with (dict "ctx" $ "head" bool). Workers (not the head, whose proxy
+KubeRay checks itself on each reconcile) are only ready while their Serve proxy is healthy, as with
+KubeRay's own worker readiness probe (failureThreshold 1: out of the serve Service at once). */}}
 {{- define "mediaflow.rayProbes" -}}
 startupProbe:
   exec:
-    command: {{ include "mediaflow.rayHealthCommand" . }}
+    command: {{ include "mediaflow.rayHealthCommand" (dict "ctx" .ctx "head" .head) }}
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: {{ .ctx.Values.ray.startupFailureThreshold }}
 livenessProbe:
   exec:
-    command: {{ include "mediaflow.rayHealthCommand" . }}
+    command: {{ include "mediaflow.rayHealthCommand" (dict "ctx" .ctx "head" .head) }}
   periodSeconds: 15
   timeoutSeconds: 5
   failureThreshold: 5
 readinessProbe:
   exec:
-    command: {{ include "mediaflow.rayHealthCommand" . }}
+    command: {{ include "mediaflow.rayHealthCommand" (dict "ctx" .ctx "head" .head "serve" (not .head)) }}
+  {{- if .head }}
   periodSeconds: 10
   timeoutSeconds: 5
   failureThreshold: 3
+  {{- else }}
+  periodSeconds: 5
+  timeoutSeconds: 5
+  failureThreshold: 1
+  {{- end }}
+{{- end -}}
+
+{{/* Namespaces whose MediaJobs the operator watches, as JSON: the release namespace first (the worker
+Jobs run there), then operator.watchNamespaces without "*" (see mediaflow.operator.clusterWide). */}}
+{{- define "mediaflow.operator.namespaces" -}}
+{{- $extra := .Values.operator.watchNamespaces | default list -}}
+{{- if and (has "*" $extra) (gt (len $extra) 1) -}}
+{{- fail (printf "operator.watchNamespaces: \"*\" already means every namespace; list it alone, not with %s" (without $extra "*" | toJson)) -}}
+{{- end -}}
+{{- prepend (without $extra "*" .Release.Namespace) .Release.Namespace | uniq | toJson -}}
+{{- end -}}
+
+{{/* "true" when the operator watches every namespace (operator.watchNamespaces: ["*"]), else empty. */}}
+{{- define "mediaflow.operator.clusterWide" -}}
+{{- if has "*" (.Values.operator.watchNamespaces | default list) -}}true{{- end -}}
+{{- end -}}
+
+{{/* MEDIAFLOW_OPERATOR_WATCH_NAMESPACES: the release namespace, then the extra namespaces or "*". */}}
+{{- define "mediaflow.operator.watchNamespacesEnv" -}}
+{{- $names := include "mediaflow.operator.namespaces" . | fromJsonArray -}}
+{{- if include "mediaflow.operator.clusterWide" . -}}
+{{- $names = append $names "*" -}}
+{{- end -}}
+{{- join "," $names -}}
+{{- end -}}
+
+{{/* TCP port of the S3 endpoint (storage.media.s3.endpointUrl): its explicit port, else 443 for https
+(or no endpoint: AWS), 80 for http. */}}
+{{- define "mediaflow.s3Port" -}}
+{{- $url := .Values.storage.media.s3.endpointUrl -}}
+{{- if not $url -}}
+443
+{{- else -}}
+{{- $parsed := urlParse $url -}}
+{{- $port := regexFind ":[0-9]+$" $parsed.host | trimPrefix ":" -}}
+{{- $port | default (ternary "443" "80" (eq $parsed.scheme "https")) -}}
+{{- end -}}
 {{- end -}}

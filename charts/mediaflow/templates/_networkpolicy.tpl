@@ -12,8 +12,31 @@
 - to:
     - ipBlock: {cidr: {{ .Values.networkPolicy.apiServerCidr }}}
   ports:
-    - {protocol: TCP, port: 443}
-    - {protocol: TCP, port: 6443}
+    {{- range .Values.networkPolicy.apiServerPorts }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end -}}
+{{/* Ingress from Prometheus to the given metrics ports; call with (dict "ctx" $ "ports" (list 9090)). */}}
+{{- define "mediaflow.np.fromMonitoring" -}}
+{{- $np := .ctx.Values.networkPolicy -}}
+- from:
+    - namespaceSelector:
+        {{- toYaml $np.monitoringNamespaceSelector | nindent 8 }}
+      {{- with $np.monitoringPodSelector }}
+      podSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+  ports:
+    {{- range .ports }}
+    - {protocol: TCP, port: {{ . }}}
+    {{- end }}
+{{- end -}}
+{{/* Egress to the S3 artifact store (s3 backend only): the endpoint's port, see mediaflow.s3Port. */}}
+{{- define "mediaflow.np.toS3" -}}
+{{- if eq .Values.storage.media.backend "s3" -}}
+- ports:  # the S3 artifact store: {{ .Values.storage.media.s3.endpointUrl | default "AWS" }}
+    - {protocol: TCP, port: {{ include "mediaflow.s3Port" . }}}
+{{- end -}}
 {{- end -}}
 {{- define "mediaflow.np.pods" -}}
 {{- $ctx := .ctx -}}
@@ -45,10 +68,7 @@
     - {protocol: TCP, port: {{ .Values.qdrant.httpPort }}}
     - {protocol: TCP, port: {{ .Values.qdrant.grpcPort }}}
 {{- end }}
-{{- if eq .Values.storage.media.backend "s3" }}
-- ports:  # the S3 artifact store
-    - {protocol: TCP, port: 443}
-    - {protocol: TCP, port: 80}
-    - {protocol: TCP, port: 9000}
+{{- with include "mediaflow.np.toS3" . }}
+{{ . }}
 {{- end }}
 {{- end -}}
