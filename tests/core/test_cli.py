@@ -38,6 +38,13 @@ def bad_inputs(tmp_path_factory, sample_video) -> dict[str, Path]:
     ffmpeg("-i", sample_video.media, "-c", "copy", "-movflags", "+faststart", str(d / "fast.mp4"))
     fast = (d / "fast.mp4").read_bytes()
     (d / "truncated-faststart.mp4").write_bytes(fast[: len(fast) // 2])  # index intact, data cut
+    # Files that make an unrestricted ffmpeg read *another* file (a playlist behind an ID3
+    # tag, a concat script) or accept any bytes (a raw-PCM extension): each would "work".
+    id3 = b"ID3\x04\x00\x00\x00\x00\x00\x00"
+    (d / "playlist.mp3").write_bytes(id3 + (f"#EXTM3U\n#EXT-X-TARGETDURATION:90\n#EXTINF:90,\n"
+                                            f"{sample_video.media}\n#EXT-X-ENDLIST\n").encode())
+    (d / "concat.mp4").write_text(f"ffconcat version 1.0\nfile '{sample_video.media}'\n")
+    (d / "noise.sln").write_bytes(os.urandom(64_000))
     return {
         "missing": d / "does-not-exist.mp4",
         "empty": d / "empty.mp4",
@@ -45,6 +52,9 @@ def bad_inputs(tmp_path_factory, sample_video) -> dict[str, Path]:
         "no-audio": d / "silent-video.mp4",
         "truncated": d / "truncated.mp4",
         "truncated-faststart": d / "truncated-faststart.mp4",
+        "hls-playlist-behind-id3": d / "playlist.mp3",
+        "concat-script": d / "concat.mp4",
+        "raw-pcm-extension": d / "noise.sln",
     }
 
 
@@ -55,6 +65,9 @@ EXPECTED = {
     "no-audio": "no audio stream",
     "truncated": "not a readable media file",
     "truncated-faststart": "truncated or damaged",
+    "hls-playlist-behind-id3": "not a readable media file",
+    "concat-script": "not a readable media file",
+    "raw-pcm-extension": "not a readable media file",
 }
 
 

@@ -131,3 +131,12 @@ async def test_rate_limit_is_429_per_key(tmp_path, engines_cache):
         response = await limited.get("/v1/jobs", headers=AUTH)
         assert_error(response, 429, "rate_limited")
         assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "/etc/hostname.sln", "/nonexistent/file.mp4", "/proc/self/environ"])
+async def test_local_paths_are_refused_over_the_api_the_same_way_whether_they_exist_or_not(client, path):
+    response = await client.post("/v1/media", headers=AUTH, json={"url": path})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"] == (
+        f"local path {path} is not under an allowed media root: the API takes uploads and http(s)/s3 URLs")
+    assert client.app.state.backend.store.list_media() == []

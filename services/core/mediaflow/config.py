@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     allow_private_urls: bool = Field(
         default=False, description="Allow http(s) sources on loopback/private addresses."
     )
+    media_roots: list[Path] | None = Field(
+        default=None,
+        description="Local-path sources must lie under one of these directories (symlinks resolved), "
+        "as JSON, e.g. '[\"/media\"]'. Unset: any file (the CLI reads its user's own files); the "
+        "chart sets the media volume for the operator and its worker Jobs.",
+    )
+    download_deadline_seconds: float = Field(
+        default=600.0, gt=0, description="Longest an http(s) source download may take, redirects included."
+    )
 
     @property
     def artifacts_uri(self) -> str:

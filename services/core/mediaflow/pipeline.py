@@ -122,6 +122,8 @@ class Pipeline:
         limits = {
             "max_bytes": self.settings.max_media_bytes,
             "allow_private": self.settings.allow_private_urls,
+            "deadline_seconds": self.settings.download_deadline_seconds,
+            "media_roots": self.settings.media_roots,
         }
         with LocalSource(source, **limits) as local:
             probe = probe_file(local.path, max_bytes=self.settings.max_media_bytes)

@@ -1,9 +1,11 @@
 """Turning a user's source (path, http(s) URL, s3:// URI) into local bytes, safely.
 
 - Paths must name an existing regular file; nothing is copied.
-- http(s) downloads are streamed with a size cap; every hop of a redirect chain
-  is checked, and hosts that resolve to loopback, private, link-local or other
-  non-public addresses are refused (SSRF) unless explicitly allowed.
+- http(s) downloads are streamed with a size cap and an overall deadline. Each hop of a
+  redirect chain is vetted: the host is resolved once, every address it resolves to must
+  be public (IPv4 inside IPv6 forms included), and the connection goes to the vetted
+  address (Host header and TLS SNI keep the name), so a second DNS answer (rebinding)
+  is never used. Non-public addresses are refused (SSRF) unless explicitly allowed.
 - Any other scheme (file://, ftp://, gopher://, …) is refused.
 """
 
@@ -15,6 +17,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -44,56 +47,126 @@ def safe_suffix(name: str) -> str:
     return suffix if _SAFE_SUFFIX.match(suffix) else ".bin"
 
 
-def check_public_host(host: str, port: int | None, *, allow_private: bool) -> None:
-    if allow_private:
-        return
+# IPv6 forms that carry an IPv4 address a router may forward to: NAT64 (RFC 6052, and the
+# local-use prefix of RFC 8215), IPv4-compatible (deprecated ::a.b.c.d), 6to4, Teredo.
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if any(address in net for net in _NAT64) or address in _IPV4_COMPATIBLE:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally routable unicast, and so is any IPv4 address it carries."""
+    if not address.is_global or address.is_multicast:
+        return False
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = _embedded_ipv4(address)
+        if inner is not None:
+            return is_public_address(inner)
+    return True
+
+
+def vetted_address(host: str, port: int, *, allow_private: bool) -> str:
+    """Resolve ``host`` once; the address to connect to, if every answer is public."""
     try:
-        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise InvalidSourceError(f"cannot resolve host {host!r}: {exc.strerror}") from None
-    for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if not address.is_global:
-            raise InvalidSourceError(
-                f"refusing to fetch from {host} ({address}): not a public address"
-            )
+        infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise InvalidSourceError(f"cannot resolve host {host!r}: {getattr(exc, 'strerror', exc)}") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos]
+    if not allow_private:
+        for address in addresses:
+            if not is_public_address(address):
+                raise InvalidSourceError(f"refusing to fetch from {host} ({address}): not a public address")
+    if not addresses:
+        raise InvalidSourceError(f"cannot resolve host {host!r}")
+    return str(addresses[0])
 
 
-def download(url: str, target: Path, *, max_bytes: int, allow_private: bool) -> None:
+def _pinned_request(client: httpx.Client, url: str, *, allow_private: bool) -> httpx.Request:
+    """A GET of ``url`` sent to the vetted address of its host, named by Host and SNI."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidSourceError(f"unsupported URL: {url}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    address = vetted_address(parts.hostname, port, allow_private=allow_private)
+    target = httpx.URL(url).copy_with(host=address)  # httpx brackets an IPv6 literal itself
+    host_header = parts.hostname if parts.port is None else f"{parts.hostname}:{parts.port}"
+    return client.build_request("GET", target, headers={"Host": host_header},
+                                extensions={"sni_hostname": parts.hostname})
+
+
+def _blocks(response: httpx.Response, url: str):
+    try:
+        yield from response.iter_bytes()  # as they arrive: the deadline is checked per block
+    except httpx.HTTPError as exc:
+        raise InvalidSourceError(f"fetching {url} failed: {type(exc).__name__}: {exc}") from None
+
+
+def download(url: str, target: Path, *, max_bytes: int, allow_private: bool, deadline_seconds: float = 600.0) -> None:
+    deadline = time.monotonic() + deadline_seconds
     current = url
-    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(30.0, read=120.0)) as client:
+    with httpx.Client(follow_redirects=False, timeout=httpx.Timeout(30.0, read=60.0)) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(current)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise InvalidSourceError(f"unsupported URL: {current}")
-            check_public_host(parts.hostname, parts.port, allow_private=allow_private)
-            with client.stream("GET", current) as response:
+            request = _pinned_request(client, current, allow_private=allow_private)
+            try:
+                response = client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise InvalidSourceError(f"cannot fetch {current}: {type(exc).__name__}: {exc}") from None
+            try:
                 if response.is_redirect:
                     current = urljoin(current, response.headers.get("location", ""))
                     continue
                 if response.status_code != 200:
                     raise InvalidSourceError(f"GET {url} answered {response.status_code}")
-                declared = int(response.headers.get("content-length") or 0)
+                try:
+                    declared = int(response.headers.get("content-length") or 0)
+                except ValueError:
+                    declared = 0
                 if declared > max_bytes:
                     raise MediaTooLargeError(f"{url} is {declared} bytes, over the limit of {max_bytes}")
                 written = 0
                 with open(target, "wb") as fh:
-                    for block in response.iter_bytes(1 << 20):
+                    for block in _blocks(response, current):
                         written += len(block)
                         if written > max_bytes:
                             raise MediaTooLargeError(f"{url} exceeds the limit of {max_bytes} bytes")
+                        if time.monotonic() > deadline:  # a slow drip must not hold a worker forever
+                            raise InvalidSourceError(f"downloading {url} took longer than {deadline_seconds:.0f} s")
                         fh.write(block)
                 return
+            finally:
+                response.close()
     raise InvalidSourceError(f"too many redirects fetching {url}")
+
+
+def check_under_roots(path: Path, roots: list[Path]) -> None:
+    """Refuse a path outside every root. The same answer whether or not it exists, so the
+    refusal tells nothing about the server's files."""
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(Path(root).resolve()) for root in roots):
+        raise InvalidSourceError(f"local path {path} is not under an allowed media root")
 
 
 class LocalSource:
     """A source's bytes as a local file for the duration of a ``with`` block."""
 
-    def __init__(self, source: str, *, max_bytes: int, allow_private: bool):
+    def __init__(self, source: str, *, max_bytes: int, allow_private: bool, deadline_seconds: float = 600.0,
+                 media_roots: list[Path] | None = None):
         self.source = source
+        self.media_roots = media_roots
         self.max_bytes = max_bytes
         self.allow_private = allow_private
+        self.deadline_seconds = deadline_seconds
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.path: Path
         self.downloaded = False
@@ -103,6 +176,8 @@ class LocalSource:
         scheme = urlsplit(self.source).scheme.lower() if "://" in self.source else ""
         if not scheme:
             path = Path(self.source).expanduser()
+            if self.media_roots is not None:
+                check_under_roots(path, self.media_roots)
             if not path.exists():
                 raise InvalidMediaError(f"no such file: {self.source}")
             if not path.is_file():
@@ -132,7 +207,8 @@ class LocalSource:
                 raise MediaTooLargeError(f"{self.source} is over the limit of {self.max_bytes} bytes")
             fs.get_file(path, str(self.path))
         else:
-            download(self.source, self.path, max_bytes=self.max_bytes, allow_private=self.allow_private)
+            download(self.source, self.path, max_bytes=self.max_bytes, allow_private=self.allow_private,
+                     deadline_seconds=self.deadline_seconds)
 
     def __exit__(self, *exc) -> None:
         if self._tmp is not None:

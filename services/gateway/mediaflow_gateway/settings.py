@@ -39,6 +39,11 @@ class GatewaySettings(BaseSettings):
     max_upload_bytes: int | None = Field(
         default=None, description="Upload size limit; default: the core MEDIAFLOW_MAX_MEDIA_BYTES."
     )
+    media_roots: list[Path] = Field(
+        default_factory=list,
+        description="Directories whose files a `{url: \"/path\"}` submission may name (JSON list). "
+        "Default: none; the API takes uploads and http(s)/s3 URLs only.",
+    )
     workers: int = Field(default=1, ge=1, description="Embedded backend: jobs run at the same time.")
     max_queued_jobs: int = Field(default=32, ge=1, description="Embedded backend: 503 beyond this.")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import ffmpeg
 
 from mediaflow.errors import InvalidMediaError
+from mediaflow.media_policy import demuxer_of, input_options
 from mediaflow.models import AudioRecord
 
 SAMPLE_RATE = 16000
@@ -23,10 +24,12 @@ def extract_audio(
     target: Path,
     *,
     duration: float,
+    format_name: str,
     on_progress: Callable[[float], None] | None = None,
 ) -> AudioRecord:
+    """Decode with the demuxer probe found (``format_name``): ffmpeg never guesses again."""
     args = (
-        ffmpeg.input(str(source))
+        ffmpeg.input(str(source), **input_options(demuxer_of(format_name)))
         .output(str(target), vn=None, ac=1, ar=SAMPLE_RATE, acodec="pcm_s16le", f="wav")
         .global_args("-nostdin", "-v", "error", "-progress", "pipe:1", "-nostats")
         .overwrite_output()
@@ -54,11 +57,11 @@ def extract_audio(
     return AudioRecord(duration=decoded, size_bytes=target.stat().st_size)
 
 
-def make_thumbnail(source: Path, target: Path, *, at_seconds: float, width: int = 480) -> bool:
+def make_thumbnail(source: Path, target: Path, *, at_seconds: float, format_name: str, width: int = 480) -> bool:
     """A JPEG frame for the UI; best effort (a failure here never fails the job)."""
     try:
         (
-            ffmpeg.input(str(source), ss=max(0.0, at_seconds))
+            ffmpeg.input(str(source), ss=max(0.0, at_seconds), **input_options(demuxer_of(format_name)))
             .filter("scale", width, -2)
             .output(str(target), vframes=1, **{"q:v": 4})
             .global_args("-nostdin", "-v", "error")
@@ -76,10 +79,12 @@ def run(ctx) -> AudioRecord:
     probe = ctx.store.read_model(ctx.media_id, "probe.json", ProbeResult)
     with ctx.source_path() as source:
         with ctx.store.writing_file(ctx.media_id, "audio.wav") as target:
-            record = extract_audio(source, target, duration=probe.duration, on_progress=ctx.progress)
+            record = extract_audio(source, target, duration=probe.duration, format_name=probe.format_name,
+                                   on_progress=ctx.progress)
         if probe.has_video:
             with ctx.store.writing_file(ctx.media_id, "thumbnail.jpg") as thumb:
-                make_thumbnail(source, thumb, at_seconds=min(probe.duration * 0.1, 30.0))
+                make_thumbnail(source, thumb, at_seconds=min(probe.duration * 0.1, 30.0),
+                               format_name=probe.format_name)
     return record
 
 

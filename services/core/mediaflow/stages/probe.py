@@ -7,6 +7,7 @@ from pathlib import Path
 import ffmpeg
 
 from mediaflow.errors import InvalidMediaError, MediaTooLargeError, NoAudioStreamError
+from mediaflow.media_policy import demuxer_of, input_options
 from mediaflow.models import ProbeResult, StreamInfo
 
 
@@ -25,7 +26,7 @@ def probe_file(path: Path, *, max_bytes: int | None = None) -> ProbeResult:
     if max_bytes is not None and size > max_bytes:
         raise MediaTooLargeError(f"{path.name} is {size} bytes, over the {max_bytes}-byte limit")
     try:
-        info = ffmpeg.probe(str(path))
+        info = ffmpeg.probe(str(path), **input_options())
     except ffmpeg.Error as exc:
         raise InvalidMediaError(
             f"not a readable media file (corrupt, truncated or unsupported): {path.name}: "
@@ -49,6 +50,7 @@ def probe_file(path: Path, *, max_bytes: int | None = None) -> ProbeResult:
     if not audio[0].codec_name:
         raise InvalidMediaError(f"unsupported audio codec in {path.name}")
     fmt = info.get("format", {})
+    demuxer_of(fmt.get("format_name", ""))  # the whitelist already holds; say so clearly
     duration = float(fmt.get("duration") or 0) or max(
         (float(s.get("duration") or 0) for s in info.get("streams", [])), default=0.0
     )

@@ -20,9 +20,10 @@ from typing import IO
 
 import httpx
 
-from mediaflow.errors import MediaflowError, NotFoundError
+from mediaflow.errors import InvalidSourceError, MediaflowError, NotFoundError
 from mediaflow.models import Answer, Citation, ProbeResult, SearchHit, SourceRecord, SummaryRecord, Transcript
 from mediaflow.pipeline import CITATION, Pipeline, answer_prompt
+from mediaflow.sources import check_under_roots
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stages import STAGES
 from mediaflow.subtitles import mmss
@@ -160,7 +161,7 @@ class Backend(ABC):
                 name = src.stored_as
                 size = self.store.size(media_id, name)
                 opener = lambda: self.store.open(media_id, name)  # noqa: E731
-            elif "://" not in src.uri and Path(src.uri).is_file():
+            elif "://" not in src.uri and self._servable(Path(src.uri)):
                 path = Path(src.uri)
                 name, size = path.name, path.stat().st_size
                 opener = lambda: open(path, "rb")  # noqa: E731
@@ -170,6 +171,14 @@ class Backend(ABC):
             return SourceFile(open=opener, size=size, mime=mime)
 
         return await asyncio.to_thread(locate)
+
+    def _servable(self, path: Path) -> bool:
+        """A source the gateway did not store is streamed only from a configured media root."""
+        try:
+            check_under_roots(path, self.settings.media_roots)
+        except InvalidSourceError:
+            return False
+        return path.is_file()
 
     async def delete(self, media_id: str) -> None:
         """Artifacts, indexed chunks and job; NotFoundError when none of them existed."""

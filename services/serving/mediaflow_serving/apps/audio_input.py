@@ -17,6 +17,7 @@ import numpy as np
 from fastapi import HTTPException, UploadFile
 
 from mediaflow.errors import InvalidMediaError, MediaTooLargeError
+from mediaflow.media_policy import demuxer_of, input_args
 from mediaflow.stages.probe import probe_file
 
 SAMPLE_RATE = 16000
@@ -80,13 +81,14 @@ def fetch_artifact(uri: str, dest: Path, *, root: str, max_bytes: int) -> None:
 def decode_audio(path: Path, *, max_bytes: int) -> np.ndarray:
     """Probe, then decode the first audio stream to 16 kHz mono float32 with ffmpeg."""
     try:
-        probe_file(path, max_bytes=max_bytes)
+        probe = probe_file(path, max_bytes=max_bytes)
     except MediaTooLargeError:
         raise _too_large(max_bytes) from None
     except InvalidMediaError as exc:
         # the reason without this server's temporary paths
         raise HTTPException(400, str(exc).replace(f"{path.parent}/", "")) from None
-    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:a:0",
+    cmd = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", *input_args(demuxer_of(probe.format_name)),
+           "-i", str(path), "-map", "0:a:0",
            "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
     done = subprocess.run(cmd, capture_output=True)
     if done.returncode != 0:

@@ -12,8 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
 from pydantic import ValidationError
 
-from mediaflow.errors import InvalidMediaError
+from mediaflow.errors import InvalidMediaError, InvalidSourceError
 from mediaflow.models import Transcript
+from mediaflow.sources import check_under_roots
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stages.probe import probe_file
 from mediaflow.subtitles import RENDERERS
@@ -71,6 +72,11 @@ async def create_media(request: Request, backend: BackendDep, caller: CallerDep)
             body = CreateMediaFromUrl.model_validate_json(await request.body())
         except ValidationError as exc:
             raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        if "://" not in body.url:  # a path on this server: only under a configured media root
+            try:
+                check_under_roots(Path(body.url), backend.settings.media_roots)
+            except InvalidSourceError as exc:
+                raise ApiError(422, f"{exc}: the API takes uploads and http(s)/s3 URLs") from None
         spec = MediaJobSpec(source={"uri": body.url, "title": body.title}, language=body.language,
                             stages=body.stages)
     else:
