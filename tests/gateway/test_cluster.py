@@ -117,6 +117,7 @@ async def test_unknown_job_is_404_and_delete_removes_the_mediajob(cluster, sampl
     assert (await client.get("/v1/jobs/0123456789abcdef", headers=AUTH)).status_code == 404
     created = (await client.post("/v1/media", headers=AUTH, **multipart("a.mp4", sample_bytes))).json()
     media_id = created["media_id"]
+    await operator_writes_status(kube, created["job_id"], MediaJobStatus(phase="Failed", reason="StageFailed"))
     # No operator here: no finalizer, so KMock deletes the MediaJob at once.
     assert (await client.delete(f"/v1/media/{media_id}", headers=AUTH)).status_code == 204
     assert (await kube.get(f"{MEDIAJOBS}/{created['job_id']}")).status_code == 404
@@ -127,3 +128,23 @@ async def test_readiness_reports_the_kubernetes_api(cluster):
     client, _ = cluster
     body = (await client.get("/readyz")).json()
     assert body["backend"] == "cluster" and body["checks"]["kubernetes"] == "ok"
+
+
+async def test_only_its_own_mediajobs_are_seen_and_running_ones_are_not_deleted(cluster, sample_bytes):
+    client, kube = cluster
+    foreign = {"apiVersion": "mediaflow.dev/v1alpha1", "kind": "MediaJob",
+               "metadata": {"name": "someone-elses", "namespace": NAMESPACE},
+               "spec": {"source": {"uri": "https://media.example.org/x.mp4"}}}
+    assert (await kube.post(MEDIAJOBS, json=foreign)).status_code in (200, 201)
+    assert (await client.get("/v1/jobs/someone-elses", headers=AUTH)).status_code == 404
+    assert "someone-elses" not in [j["id"] for j in (await client.get("/v1/jobs", headers=AUTH)).json()["items"]]
+    assert (await client.delete(f"/v1/media/{mediajob_media_id(NAMESPACE, 'someone-elses')}",
+                                headers=AUTH)).status_code == 404
+    assert (await kube.get(f"{MEDIAJOBS}/someone-elses")).status_code == 200
+
+    created = (await client.post("/v1/media", headers=AUTH, **multipart("a.mp4", sample_bytes))).json()
+    await operator_writes_status(kube, created["job_id"], MediaJobStatus(phase="Running", progress=10))
+    refused = await client.delete(f"/v1/media/{created['media_id']}", headers=AUTH)
+    assert refused.status_code == 409 and "still running" in refused.json()["error"]["message"]
+    assert (await kube.get(f"{MEDIAJOBS}/{created['job_id']}")).status_code == 200
+    assert client.app.state.backend.store.exists(created["media_id"], "source.mp4")

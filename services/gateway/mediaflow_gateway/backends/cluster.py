@@ -48,6 +48,11 @@ def job_from_object(obj: dict[str, Any]) -> JobView:
     )
 
 
+def _managed(obj: dict[str, Any]) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return all(labels.get(k) == v for k, v in MANAGED_BY.items())
+
+
 class ClusterBackend(Backend):
     kind = "cluster"
 
@@ -67,18 +72,23 @@ class ClusterBackend(Backend):
         labels = {**MANAGED_BY, MEDIA_ID_LABEL: self.media_id_for_job(job_id)}
         return job_from_object(await self.kube.create(job_id, body, labels))
 
+    async def _own(self, job_id: str) -> dict[str, Any]:
+        """A MediaJob this gateway created; any other in the namespace is not its business."""
+        obj = await self.kube.get(job_id)
+        if not _managed(obj):
+            raise NotFoundError(f"no such job: {job_id}")
+        return obj
+
     async def get_job(self, job_id: str) -> JobView:
-        job = job_from_object(await self.kube.get(job_id))
+        job = job_from_object(await self._own(job_id))
         if job.phase == "Succeeded":
             job.outputs = await asyncio.to_thread(outputs_for, job.media_id, self.store)
         return job
 
     async def _mediajobs(self) -> list[dict[str, Any]]:
         selector = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
-        objects = await self.kube.list(label_selector=selector)
         # The label selector is the server's filter; checked here too, as a server may ignore it.
-        return [o for o in objects
-                if all((o.get("metadata", {}).get("labels") or {}).get(k) == v for k, v in MANAGED_BY.items())]
+        return [o for o in await self.kube.list(label_selector=selector) if _managed(o)]
 
     async def list_jobs(self) -> list[JobView]:
         jobs = [job_from_object(o) for o in await self._mediajobs()]
@@ -106,6 +116,12 @@ class ClusterBackend(Backend):
     async def forget_job(self, job_id: str) -> None:
         """Delete the MediaJob and wait for the operator's finalizer, which removes the
         media's Job, points and artifacts once nothing of the pipeline writes any more."""
+        try:
+            job = job_from_object(await self._own(job_id))
+        except NotFoundError:
+            return
+        if job.phase not in TERMINAL_PHASES:
+            raise ApiError(409, f"job {job_id} is still {job.phase.lower()}; delete it when it has finished")
         try:
             await self.kube.delete(job_id)
         except NotFoundError:
