@@ -47,3 +47,105 @@ def multipart(name: str, payload: bytes, **fields: str) -> dict:
 def sample_bytes(sample_video) -> bytes:
     with open(sample_video.media, "rb") as fh:
         return fh.read()
+
+
+def assert_error(response, status: int, code: str, message: str | None = None) -> dict:
+    """A JSON error of ``status``/``code``; ``message``, when given, is the exact message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["code"] == code and error["message"], error
+    if message is not None:
+        assert error["message"] == message, error
+    return error
+
+
+def staged_uploads(app) -> list[str]:
+    """What is in the upload staging area (``incoming/``) of the app's store."""
+    from mediaflow_gateway.api.upload import staging_root
+
+    store = app.state.backend.store
+    root = staging_root(store)
+    return store.fs.ls(root, detail=False) if store.fs.exists(root) else []
+
+
+def indexed_points(app) -> int:
+    backend = app.state.backend
+    with backend.index_lock:
+        return backend.pipeline.index().count()
+
+
+def assert_nothing_stored(app, *, media: list[str] | None = None, points: int = 0) -> None:
+    """No media dir beyond ``media`` (default none), nothing staged, ``points`` points."""
+    store = app.state.backend.store
+    assert store.list_media() == sorted(media or [])
+    media_root = f"{store.root}/media"
+    if not media:
+        assert not store.fs.exists(media_root) or store.fs.ls(media_root) == []
+    assert staged_uploads(app) == []
+    assert indexed_points(app) == points
+
+
+def tone(directory, frequency: int, seconds: float = 1.0, suffix: str = ".wav") -> bytes:
+    """A small real media file (a sine tone): distinct bytes per frequency."""
+    import subprocess
+
+    out = directory / f"tone-{frequency}{suffix}"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"sine=frequency={frequency}:duration={seconds}",
+                    str(out)], check=True)
+    return out.read_bytes()
+
+
+class RawResponse:
+    """What an ASGI app sent, and how often it called ``receive``."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.body = b""
+        self.receive_calls = 0
+        self.received_bytes = 0
+
+    def json(self) -> dict:
+        import json
+
+        return json.loads(self.body)
+
+
+async def raw_request(app, method: str, path: str, *, headers: list[tuple[bytes, bytes]] = (),
+                      body_chunks=None, raw_path: bytes | None = None, query: bytes = b"",
+                      disconnect_after: int | None = None, client=("127.0.0.1", 40000)) -> RawResponse:
+    """Call the app as a server would, with control over path bytes, headers and the body
+    (an iterable of chunks; ``disconnect_after`` chunks, then ``http.disconnect``)."""
+    result = RawResponse()
+    chunks = iter(body_chunks if body_chunks is not None else [b""])
+    sent = {"n": 0, "done": False}
+
+    async def receive():
+        result.receive_calls += 1
+        if sent["done"] or (disconnect_after is not None and sent["n"] >= disconnect_after):
+            return {"type": "http.disconnect"}
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            sent["done"] = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        sent["n"] += 1
+        result.received_bytes += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            result.status = message["status"]
+            result.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            result.body += message.get("body", b"")
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": raw_path if raw_path is not None else path.encode("utf-8"),
+        "query_string": query, "root_path": "", "headers": [(b"host", b"gateway"), *headers],
+        "client": client, "server": ("gateway", 80),
+    }
+    await app(scope, receive, send)
+    return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import pytest_asyncio
 
-from tests.gateway.conftest import AUTH, multipart, running_app
+from tests.gateway.conftest import AUTH, assert_error, assert_nothing_stored, multipart, running_app
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 LIMIT = 64 * 1024
@@ -16,14 +16,6 @@ async def client(tmp_path_factory, engines_cache):
     async with running_app(tmp_path_factory.mktemp("gw-errors"), engines_cache,
                            max_upload_bytes=LIMIT, rate_limit_per_minute=1000) as client:
         yield client
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    error = response.json()["error"]
-    assert error["code"] == code and error["message"], error
-    return error
 
 
 async def test_no_key_is_401_with_challenge(client):
@@ -52,9 +44,7 @@ async def test_upload_over_the_limit_is_413_and_leaves_nothing(client, sample_by
     response = await client.post("/v1/media", headers=AUTH, **multipart("big.mp4", sample_bytes))
     assert_error(response, 413, "payload_too_large")
     assert (await client.get("/v1/media", headers=AUTH)).json()["items"] == []
-    media_root = client.app.state.backend.store.root + "/media"
-    import os
-    assert not os.path.exists(media_root) or os.listdir(media_root) == []
+    assert_nothing_stored(client.app)
 
 
 async def test_upload_over_the_limit_without_content_length_is_413(client, sample_bytes):
@@ -71,7 +61,8 @@ async def test_upload_over_the_limit_without_content_length_is_413(client, sampl
 
     response = await client.post("/v1/media", content=body(),
                                  headers={**AUTH, "Content-Type": f"multipart/form-data; boundary={boundary}"})
-    assert_error(response, 413, "payload_too_large")
+    assert_error(response, 413, "payload_too_large", f"upload exceeds the limit of {LIMIT} bytes")
+    assert_nothing_stored(client.app)
 
 
 @pytest.mark.parametrize("name,payload", [
@@ -81,6 +72,7 @@ async def test_upload_over_the_limit_without_content_length_is_413(client, sampl
 async def test_non_media_upload_is_415(client, name, payload):
     response = await client.post("/v1/media", headers=AUTH, **multipart(name, payload))
     assert_error(response, 415, "unsupported_media_type")
+    assert_nothing_stored(client.app)
 
 
 async def test_media_magic_with_garbage_inside_is_415(client):
@@ -88,6 +80,7 @@ async def test_media_magic_with_garbage_inside_is_415(client):
     payload = b"\x00\x00\x00\x18ftypisom" + bytes(4000)
     assert_error(await client.post("/v1/media", headers=AUTH, **multipart("x.mp4", payload)),
                  415, "unsupported_media_type")
+    assert_nothing_stored(client.app)
 
 
 async def test_unknown_ids_are_404(client):

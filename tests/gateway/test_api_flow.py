@@ -3,15 +3,17 @@ every format → search finds the phrase at the right time → ask cites it → 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
 import pytest
 import pytest_asyncio
 
+from mediaflow.sources import media_id_for
 from mediaflow.stages import STAGES
 from mediaflow.subtitles import parse_cues
-from tests.gateway.conftest import AUTH, multipart, running_app
+from tests.gateway.conftest import AUTH, indexed_points, multipart, running_app, staged_uploads
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.llm, pytest.mark.slow]
 
@@ -53,9 +55,10 @@ async def finished(client, uploaded):
     return sse_events(response.text)
 
 
-async def test_upload_answers_202_with_media_and_job(uploaded):
-    assert uploaded["media_id"] and uploaded["job_id"]
-    assert uploaded["job_url"] == f"/v1/jobs/{uploaded['job_id']}"
+async def test_upload_answers_202_with_media_and_job(uploaded, sample_bytes):
+    # ids are content hashes: the CLI's media id for the same bytes
+    assert uploaded["media_id"] == uploaded["job_id"] == media_id_for(hashlib.sha256(sample_bytes).hexdigest())
+    assert uploaded["job_url"] == f"/v1/jobs/{uploaded['job_id']}" and uploaded["existing"] is False
 
 
 async def test_sse_shows_progress_up_to_succeeded(finished):
@@ -138,6 +141,7 @@ async def test_stream_serves_ranges_with_a_key_or_a_signed_url(client, uploaded,
     assert part.status_code == 206 and part.content == sample_bytes[100:1124]
     assert part.headers["content-range"] == f"bytes 100-1123/{len(sample_bytes)}"
     assert part.headers["content-type"] == "video/mp4"
+    assert part.headers["content-disposition"] == f'inline; filename="{uploaded["media_id"]}.mp4"'
     whole = await client.get(media["stream_url"])  # signed: no key, as a <video> element does
     assert whole.status_code == 200 and whole.content == sample_bytes
     assert whole.headers["accept-ranges"] == "bytes"
@@ -154,6 +158,25 @@ async def test_url_source_that_is_not_allowed_fails_the_job_clearly(client):
     job = events[-1]
     assert job["phase"] == "Failed" and "not a public address" in job["message"]
     assert job["conditions"][0]["type"] == "probe" and job["conditions"][0]["status"] == "False"
+
+
+async def test_the_same_bytes_again_are_the_same_media_not_processed_again(client, uploaded, finished, sample_bytes):
+    backend = client.app.state.backend
+    jobs_before = (await client.get("/v1/jobs", headers=AUTH)).json()["items"]
+    job_before = (await client.get(uploaded["job_url"], headers=AUTH)).json()
+    points = indexed_points(client.app)
+    assert points > 0
+    source = backend.store.path(uploaded["media_id"], "source.mp4")
+    written = backend.store.fs.info(source)["mtime"]
+
+    again = await client.post("/v1/media", headers=AUTH, **multipart("copy.mp4", sample_bytes, title="Copy"))
+    assert again.status_code == 200, again.text
+    assert again.json() == {**uploaded, "existing": True}
+    assert (await client.get("/v1/jobs", headers=AUTH)).json()["items"] == jobs_before
+    assert (await client.get(uploaded["job_url"], headers=AUTH)).json() == job_before  # not run again
+    assert indexed_points(client.app) == points  # not indexed twice
+    assert backend.store.fs.info(source)["mtime"] == written and staged_uploads(client.app) == []
+    assert (await client.get(f"/v1/media/{uploaded['media_id']}", headers=AUTH)).json()["title"] == "Island"
 
 
 async def test_delete_removes_everything(client, uploaded, finished):

@@ -72,7 +72,12 @@ def test_upload_search_and_seek_in_a_real_browser(gateway_url, browser, sample_v
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(gateway_url + "/")
+    # The pages run under a self-only Content-Security-Policy: a violation is a console error.
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    response = page.goto(gateway_url + "/")
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
 
     # the key form stores the key for the API calls
     page.fill("#api-key", API_KEY)

@@ -6,6 +6,7 @@ tests/e2e/test_cluster_mode.py runs the same backend against the real operator."
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import httpx
@@ -19,7 +20,7 @@ from mediaflow_gateway.backends.cluster import ClusterBackend
 from mediaflow_gateway.backends.kube import KubeClient
 from mediaflow_gateway.main import create_app
 from tests.conftest import engines_for, make_settings
-from tests.gateway.conftest import AUTH, gateway_settings, multipart
+from tests.gateway.conftest import AUTH, assert_error, assert_nothing_stored, gateway_settings, multipart
 
 NAMESPACE = "media"
 MEDIAJOBS = f"/apis/mediaflow.dev/v1alpha1/namespaces/{NAMESPACE}/mediajobs"
@@ -55,7 +56,9 @@ async def test_upload_creates_a_mediajob_with_the_core_spec(cluster, sample_byte
     response = await client.post("/v1/media", headers=AUTH, **multipart("island.mp4", sample_bytes, title="Island"))
     assert response.status_code == 202, response.text
     media_id, job_id = response.json()["media_id"], response.json()["job_id"]
-    # The operator stores a MediaJob's results under the id it derives from namespace/name.
+    # The MediaJob is named after the bytes; the operator stores its results under the id
+    # it derives from namespace/name.
+    assert job_id == f"m-{hashlib.sha256(sample_bytes).hexdigest()[:16]}"
     assert media_id == mediajob_media_id(NAMESPACE, job_id)
     obj = (await kube.get(f"{MEDIAJOBS}/{job_id}")).json()
     assert obj["apiVersion"] == "mediaflow.dev/v1alpha1" and obj["kind"] == "MediaJob"
@@ -148,3 +151,83 @@ async def test_only_its_own_mediajobs_are_seen_and_running_ones_are_not_deleted(
     assert refused.status_code == 409 and "still running" in refused.json()["error"]["message"]
     assert (await kube.get(f"{MEDIAJOBS}/{created['job_id']}")).status_code == 200
     assert client.app.state.backend.store.exists(created["media_id"], "source.mp4")
+
+
+def content_job(payload: bytes) -> str:
+    return f"m-{hashlib.sha256(payload).hexdigest()[:16]}"
+
+
+async def managed_mediajobs(kube: httpx.AsyncClient) -> list[str]:
+    items = (await kube.get(MEDIAJOBS)).json()["items"]
+    return [o["metadata"]["name"] for o in items
+            if (o["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") == "mediaflow-gateway"]
+
+
+async def test_the_same_bytes_are_the_same_mediajob(cluster, sample_bytes):
+    client, kube = cluster
+    first = await client.post("/v1/media", headers=AUTH, **multipart("a.mp4", sample_bytes, title="First"))
+    again = await client.post("/v1/media", headers=AUTH, **multipart("b.mp4", sample_bytes, title="Second"))
+    assert (first.status_code, again.status_code) == (202, 200), (first.text, again.text)
+    assert again.json() == {**first.json(), "existing": True}
+    assert first.json()["job_id"] == content_job(sample_bytes)
+    assert await managed_mediajobs(kube) == [content_job(sample_bytes)]
+    obj = (await kube.get(f"{MEDIAJOBS}/{content_job(sample_bytes)}")).json()
+    assert obj["spec"]["source"]["title"] == "First"  # the second upload changed nothing
+    assert_nothing_stored(client.app, media=[first.json()["media_id"]])
+
+
+async def test_a_mediajob_created_meanwhile_is_the_job(cluster, sample_bytes, monkeypatch):
+    # Another gateway replica created the MediaJob between the check and the create: 409 → that one.
+    client, kube = cluster
+    name = content_job(sample_bytes)
+    backend = client.app.state.backend
+    ours = {"apiVersion": "mediaflow.dev/v1alpha1", "kind": "MediaJob",
+            "metadata": {"name": name, "namespace": NAMESPACE,
+                         "labels": {"app.kubernetes.io/managed-by": "mediaflow-gateway",
+                                    "mediaflow.dev/media-id": backend.media_id_for_job(name)}},
+            "spec": {"source": {"uri": "https://media.example.org/x.mp4", "title": "Other replica"}}}
+    assert (await kube.post(MEDIAJOBS, json=ours)).status_code in (200, 201)
+
+    async def not_seen_yet(job_id):
+        return None
+
+    monkeypatch.setattr(backend, "existing_job", not_seen_yet)
+    response = await client.post("/v1/media", headers=AUTH, **multipart("a.mp4", sample_bytes))
+    assert response.status_code == 202, response.text
+    assert response.json()["job_id"] == name and response.json()["media_id"] == backend.media_id_for_job(name)
+    assert await managed_mediajobs(kube) == [name]
+    assert (await kube.get(f"{MEDIAJOBS}/{name}")).json()["spec"]["source"]["title"] == "Other replica"
+
+
+async def test_a_foreign_mediajob_of_that_name_is_409_and_leaves_nothing(cluster, sample_bytes):
+    client, kube = cluster
+    name = content_job(sample_bytes)
+    foreign = {"apiVersion": "mediaflow.dev/v1alpha1", "kind": "MediaJob",
+               "metadata": {"name": name, "namespace": NAMESPACE},
+               "spec": {"source": {"uri": "https://media.example.org/x.mp4"}}}
+    assert (await kube.post(MEDIAJOBS, json=foreign)).status_code in (200, 201)
+    response = await client.post("/v1/media", headers=AUTH, **multipart("a.mp4", sample_bytes))
+    assert_error(response, 409, "conflict", f"a MediaJob named {name} exists that this gateway did not create")
+    assert_nothing_stored(client.app)
+    assert (await kube.get(f"{MEDIAJOBS}/{name}")).json()["spec"] == foreign["spec"]
+
+
+async def test_metrics_never_call_the_cluster(cluster, monkeypatch):
+    client, _ = cluster
+    assert (await client.post("/v1/media", headers=AUTH, json={"url": "https://media.example.org/a.mp3"})
+            ).status_code == 202
+    calls = []
+    kube = client.app.state.backend.kube
+    original = kube.http.request
+
+    async def recording(method, url, **kwargs):
+        calls.append((method, url))
+        return await original(method, url, **kwargs)
+
+    monkeypatch.setattr(kube.http, "request", recording)
+    for _ in range(3):
+        response = await client.get("/metrics")
+        assert response.status_code == 200
+    assert calls == []
+    assert "mediaflow_gateway_jobs{" not in response.text  # the operator exports MediaJobs by phase
+    assert 'mediaflow_gateway_requests_total{method="POST",route="/v1/media",status="202"} 1.0' in response.text

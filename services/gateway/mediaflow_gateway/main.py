@@ -10,11 +10,14 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from mediaflow_gateway.api.auth import KeyRing, RateLimiter, StreamSigner
+from mediaflow_gateway.api.auth import KeyRing, RateLimiter, StreamSigner, failure_limiter
+from mediaflow_gateway.api.docs import docs_router
 from mediaflow_gateway.api.errors import install_error_handlers
+from mediaflow_gateway.api.guard import RequestGuard
 from mediaflow_gateway.api.routes import health, jobs, media, search
 from mediaflow_gateway.backends import Backend, build_backend
 from mediaflow_gateway.metrics import GatewayMetrics, MetricsMiddleware
+from mediaflow_gateway.security import SecurityHeadersMiddleware, security_headers
 from mediaflow_gateway.settings import GatewaySettings, get_gateway_settings
 from mediaflow_gateway.ui import pages
 
@@ -37,19 +40,32 @@ def create_app(settings: GatewaySettings | None = None, backend: Backend | None 
         finally:
             await app.state.backend.stop()
 
+    openapi_url = "/openapi.json" if settings.docs_enabled else None
     app = FastAPI(title="Mediaflow gateway", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=openapi_url,
                   description="Upload audio/video, follow processing, read transcripts and summaries, "
                               "search and ask. Authenticate with `Authorization: Bearer <API key>`.")
     app.state.settings = settings
     app.state.keyring = KeyRing(settings)
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute)
+    app.state.failures = failure_limiter(settings.auth_failures_per_minute)
     app.state.signer = StreamSigner(settings)
     app.state.metrics = GatewayMetrics()
+    app.state.security_headers = security_headers(pages.asset_origin(settings))
     install_error_handlers(app)
-    for router in (media.router, jobs.router, search.router, health.router, pages.router):
+    routers = [media.router, jobs.router, search.router, health.router, pages.router]
+    if settings.metrics_enabled:
+        routers.append(health.metrics_router)
+    if openapi_url:
+        routers.append(docs_router(app.title, openapi_url))
+    for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=UI_DIR / "static"), name="static")
+    # Outermost first: headers on every answer, metrics count refusals too, and the guard
+    # (key, limits, path) answers before anything reads the body.
+    app.add_middleware(RequestGuard)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(SecurityHeadersMiddleware, headers=app.state.security_headers)
 
     return app
 
@@ -69,6 +85,14 @@ def main(argv: list[str] | None = None) -> None:
     run(args.host, args.port)
 
 
+def uvicorn_options(settings: GatewaySettings) -> dict:
+    """How uvicorn treats X-Forwarded-For/-Proto: honoured only from ``forwarded_allow_ips``
+    (none by default, so the client address is the TCP peer's and cannot be claimed)."""
+    if not settings.forwarded_allow_ips:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": list(settings.forwarded_allow_ips)}
+
+
 def run(host: str | None = None, port: int | None = None) -> None:
     """``mediaflow-gateway`` / ``mediaflow serve``: uvicorn with one process (models load once)."""
     import uvicorn
@@ -78,4 +102,4 @@ def run(host: str | None = None, port: int | None = None) -> None:
     settings = get_gateway_settings()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port,
-                proxy_headers=True, forwarded_allow_ips="*")
+                server_header=False, **uvicorn_options(settings))

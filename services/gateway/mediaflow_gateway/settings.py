@@ -29,11 +29,30 @@ class GatewaySettings(BaseSettings):
         "Empty = no authentication (local development only).",
     )
     rate_limit_per_minute: int = Field(default=600, ge=1, description="Requests per key per minute.")
+    auth_failures_per_minute: int = Field(
+        default=10, ge=1,
+        description="Failed authentications (a wrong key) allowed per client address per minute; past "
+        "that, every /v1 request from the address answers 429 with Retry-After until the budget refills.")
     signing_secret: SecretStr = Field(
         default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
         description="Signs short-lived stream URLs (a <video> element cannot send a bearer key).",
     )
     stream_url_ttl_seconds: int = 6 * 3600
+
+    # -- HTTP ------------------------------------------------------------------
+    max_body_bytes: int = Field(
+        default=64 * 1024, ge=1024,
+        description="Largest request body other than an upload (JSON): 413 beyond, before the app reads it.")
+    public_base_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s\"'<>]+$",
+        description="Where the UI's assets are served from (scheme, host and optional path), e.g. "
+        "https://media.example.org; default: root-relative /static/... (never the request's Host).")
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list,
+        description="Proxies whose X-Forwarded-For/-Proto are trusted (uvicorn's forwarded_allow_ips; "
+        "JSON list of addresses or networks). Default: none, so the client address is the TCP peer.")
+    docs_enabled: bool = Field(default=False, description="Serve /docs, /redoc and /openapi.json.")
+    metrics_enabled: bool = Field(default=True, description="Serve Prometheus /metrics.")
 
     # -- uploads and jobs ------------------------------------------------------
     max_upload_bytes: int | None = Field(

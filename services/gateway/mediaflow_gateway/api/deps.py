@@ -8,6 +8,7 @@ from fastapi import Depends, Path, Request
 
 from mediaflow.stores.artifacts import MEDIA_ID_PATTERN
 from mediaflow_gateway.api.auth import KeyRing, RateLimiter, StreamSigner
+from mediaflow_gateway.api.guard import CALLER
 from mediaflow_gateway.backends.base import Backend
 from mediaflow_gateway.settings import GatewaySettings
 
@@ -25,12 +26,15 @@ def get_signer(request: Request) -> StreamSigner:
 
 
 def require_api_key(request: Request) -> str:
-    """Authenticate the bearer key and charge its rate limit; returns the key id."""
-    keyring: KeyRing = request.app.state.keyring
-    limiter: RateLimiter = request.app.state.limiter
-    caller = keyring.authenticate(request.headers.get("authorization"))
-    limiter.check(caller)
-    request.state.caller = caller
+    """The caller's key id. The guard authenticated it (and charged its rate limit) before
+    the body was read; a request that did not pass there is authenticated here."""
+    caller = request.scope.get("state", {}).get(CALLER)
+    if caller is None:
+        keyring: KeyRing = request.app.state.keyring
+        limiter: RateLimiter = request.app.state.limiter
+        caller = keyring.authenticate(request.headers.get("authorization"))
+        limiter.check(caller)
+        request.scope.setdefault("state", {})[CALLER] = caller
     return caller
 
 

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mediaflow.errors import (
     EngineUnavailableError,
@@ -21,9 +22,9 @@ from mediaflow.errors import (
 log = logging.getLogger(__name__)
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+          405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 414: "uri_too_long",
           415: "unsupported_media_type", 416: "range_not_satisfiable", 422: "invalid_request",
-          429: "rate_limited", 503: "unavailable"}
+          429: "rate_limited", 500: "internal_error", 503: "unavailable"}
 
 
 class ApiError(Exception):
@@ -74,3 +75,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
         return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_went_away(request: Request, exc: ClientDisconnect):
+        # Nobody reads this answer; it keeps a dropped upload out of the error log.
+        return error_response(400, "the client disconnected before the request was complete")
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception):
+        # Answered by Starlette's outermost middleware, outside the one adding the security
+        # headers: they are set here. The exception is logged (and re-raised) by Starlette.
+        return error_response(500, "internal error", headers=getattr(request.app.state, "security_headers", None))

@@ -40,10 +40,12 @@ class CreateMediaFromUrl(_Body):
 
 
 class MediaCreated(BaseModel):
-    media_id: str
+    media_id: str = Field(description="An upload's derives from its bytes (sha256).")
     job_id: str
     job_url: str
     events_url: str
+    existing: bool = Field(default=False, description="The same bytes were uploaded before: this is "
+                                                      "their job (answered 200, not 202), not a new one.")
 
 
 class Condition(BaseModel):

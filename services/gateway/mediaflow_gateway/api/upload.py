@@ -1,16 +1,24 @@
-"""Multipart upload streamed straight into the artifact store.
+"""Multipart upload streamed into a staging area of the artifact store, hashed as it comes.
 
-The request body is parsed incrementally (python-multipart's push parser): the
-file part's bytes go to ``media/<id>/source<ext>.part`` as they arrive, are
-counted against the size limit (413 as soon as it is crossed) and the type is
-decided from the first bytes (415 before anything is written).
+The request body is parsed incrementally (python-multipart's push parser): the file
+part's bytes go to ``incoming/<random>/source<ext>`` under the store's root as they
+arrive, are counted against the size limit (413 as soon as it is crossed), hashed
+(sha256: the media id derives from it) and typed from their first bytes (415 before
+anything is written). Everything else is bounded as it streams: at most ``MAX_PARTS``
+parts, ``MAX_HEADER_BYTES`` of headers per part and ``MAX_FIELD_BYTES`` per form field
+(413 beyond); only the fields the API reads are kept.
+
+The staged file is moved under its media id by :func:`adopt` once the caller knows the
+id; on any failure (a refusal, a client that went away) the staging dir is removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import posixpath
+import uuid
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -22,35 +30,77 @@ from mediaflow_gateway.api.errors import ApiError
 from mediaflow_gateway.sniff import SNIFF_BYTES, MediaType, sniff
 
 MAX_FIELD_BYTES = 4096
+MAX_HEADER_BYTES = 8192  # all header lines of one part
+MAX_PARTS = 8
+MAX_BOUNDARY_BYTES = 200  # RFC 2046 allows 70
+KEPT_FIELDS = ("title", "language")
 MULTIPART_OVERHEAD = 64 * 1024  # headers, boundaries and small fields around the file
 WRITE_BLOCK = 1 << 20
+STAGING = "incoming"
 
 
 @dataclass
-class StoredUpload:
-    media_id: str
+class StagedUpload:
+    """An upload complete in the staging area: ``path`` is ``<staging dir>/<artifact>``."""
+
+    staging_dir: str
     artifact: str
+    sha256: str
     size_bytes: int
     media_type: MediaType
     filename: str
     fields: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def path(self) -> str:
+        return f"{self.staging_dir}/{self.artifact}"
+
+
+def staging_root(store: ArtifactStore) -> str:
+    return f"{store.root}/{STAGING}"
+
+
+def discard(store: ArtifactStore, staging_dir: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        if store.fs.exists(staging_dir):
+            store.fs.rm(staging_dir, recursive=True)
+
+
+def adopt(store: ArtifactStore, upload: StagedUpload, media_id: str) -> bool:
+    """Move the staged file to ``media/<media_id>/<artifact>``; True if it was moved,
+    False when that artifact is there already (the same bytes: the staged copy goes)."""
+    try:
+        if store.exists(media_id, upload.artifact):
+            return False
+        target = store.path(media_id, upload.artifact)
+        store.fs.makedirs(posixpath.dirname(target), exist_ok=True)
+        store.fs.mv(upload.path, target)
+        return True
+    finally:
+        discard(store, upload.staging_dir)
+
 
 class _Part:
+    __slots__ = ("name", "filename", "header_bytes", "size", "data", "keep")
+
     def __init__(self) -> None:
-        self.headers: dict[str, str] = {}
         self.name = ""
         self.filename: str | None = None
-        self.data = bytearray()
+        self.header_bytes = 0
+        self.size = 0
+        self.data = bytearray()  # only for a kept field
+        self.keep = False
 
 
 class _FileSink:
-    """Writes one file part into the store; sniffs the type from its first bytes."""
+    """Writes one file part into the staging dir; sniffs the type from its first bytes."""
 
-    def __init__(self, store: ArtifactStore, media_id: str, max_bytes: int):
-        self.store, self.media_id, self.max_bytes = store, media_id, max_bytes
+    def __init__(self, store: ArtifactStore, max_bytes: int):
+        self.store, self.max_bytes = store, max_bytes
+        self.staging_dir = f"{staging_root(store)}/{uuid.uuid4().hex}"
         self.head = bytearray()
         self.size = 0
+        self.digest = hashlib.sha256()
         self.media_type: MediaType | None = None
         self.artifact = ""
         self._fh = None
@@ -70,19 +120,22 @@ class _FileSink:
         if len(self._buffer) >= WRITE_BLOCK:  # one thread hop per MiB, not per network chunk
             await self._flush()
 
+    def _write_block(self, block: bytes) -> None:
+        self.digest.update(block)  # hashlib releases the GIL for large blocks
+        self._fh.write(block)
+
     async def _flush(self) -> None:
         if self._buffer:
             block, self._buffer = bytes(self._buffer), bytearray()
-            await asyncio.to_thread(self._fh.write, block)
+            await asyncio.to_thread(self._write_block, block)
 
     async def _open(self) -> None:
         self.media_type = sniff(bytes(self.head))
         if self.media_type is None:
             raise ApiError(415, "the upload is not an audio or video file (unrecognized content)")
         self.artifact = "source" + self.media_type.extension
-        part = self.store.path(self.media_id, self.artifact + ".part")
-        self.store.fs.makedirs(posixpath.dirname(part), exist_ok=True)
-        self._fh = await asyncio.to_thread(self.store.fs.open, part, "wb")
+        self.store.fs.makedirs(self.staging_dir, exist_ok=True)
+        self._fh = await asyncio.to_thread(self.store.fs.open, f"{self.staging_dir}/{self.artifact}", "wb")
 
     async def finish(self) -> None:
         if self._fh is None:
@@ -91,61 +144,81 @@ class _FileSink:
             await self._open()
             self._buffer, self.head = self.head, bytearray()
         await self._flush()
-        await asyncio.to_thread(self._fh.close)
-        part = self.store.path(self.media_id, self.artifact + ".part")
-        await asyncio.to_thread(self.store.fs.mv, part, self.store.path(self.media_id, self.artifact))
+        fh, self._fh = self._fh, None
+        await asyncio.to_thread(fh.close)
 
     def abort(self) -> None:
         if self._fh is not None:
             with contextlib.suppress(Exception):
                 self._fh.close()
         with contextlib.suppress(Exception):
-            self.store.delete_media(self.media_id)
+            discard(self.store, self.staging_dir)
 
 
-async def receive_upload(request: Request, store: ArtifactStore, media_id: str, max_bytes: int) -> StoredUpload:
+def _too_large(what: str, limit: int) -> ApiError:
+    return ApiError(413, f"{what} exceeds the limit of {limit} bytes")
+
+
+async def receive_upload(request: Request, store: ArtifactStore, max_bytes: int) -> StagedUpload:
     content_type, params = parse_options_header(request.headers.get("content-type"))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise ApiError(415, "send multipart/form-data with a 'file' part, or JSON {\"url\": ...}")
-    declared = int(request.headers.get("content-length") or 0)
-    if declared > max_bytes + MULTIPART_OVERHEAD:
-        raise ApiError(413, f"upload of {declared} bytes exceeds the limit of {max_bytes} bytes")
+    if len(boundary) > MAX_BOUNDARY_BYTES:
+        raise ApiError(400, f"the multipart boundary is longer than {MAX_BOUNDARY_BYTES} bytes")
 
-    sink = _FileSink(store, media_id, max_bytes)
+    sink = _FileSink(store, max_bytes)
     parts: list[_Part] = []
     pending: list[bytes] = []  # file bytes the parser produced during one feed
-    state = {"field": b"", "value": b"", "file": None}
+    state = {"field": b"", "value": b"", "file": None, "disposition": b""}
+
+    def header_bytes(n: int) -> None:
+        part = parts[-1]
+        part.header_bytes += n
+        if part.header_bytes > MAX_HEADER_BYTES:
+            raise ApiError(413, f"the headers of a multipart part exceed the limit of {MAX_HEADER_BYTES} bytes")
 
     def on_part_begin():
+        if len(parts) >= MAX_PARTS:
+            raise ApiError(413, f"the multipart body has more than {MAX_PARTS} parts")
         parts.append(_Part())
 
     def on_header_field(data, start, end):
+        header_bytes(end - start)
         state["field"] += data[start:end]
 
     def on_header_value(data, start, end):
+        header_bytes(end - start)
         state["value"] += data[start:end]
 
     def on_header_end():
-        parts[-1].headers[state["field"].decode("latin-1").lower()] = state["value"].decode("utf-8", "replace")
+        if state["field"].lower() == b"content-disposition":
+            state["disposition"] = state["value"]
         state["field"], state["value"] = b"", b""
 
     def on_headers_finished():
         part = parts[-1]
-        _, disposition = parse_options_header(part.headers.get("content-disposition", ""))
+        _, disposition = parse_options_header(state["disposition"])
+        state["disposition"] = b""
         part.name = disposition.get(b"name", b"").decode("utf-8", "replace")
         filename = disposition.get(b"filename")
         part.filename = filename.decode("utf-8", "replace") if filename is not None else None
-        if part.name == "file" and state["file"] is None:
+        if part.name == "file":
+            if state["file"] is not None:
+                raise ApiError(422, "the multipart body has more than one 'file' part")
             state["file"] = part
+        else:
+            part.keep = part.name in KEPT_FIELDS
 
     def on_part_data(data, start, end):
         part = parts[-1]
         if part is state["file"]:
             pending.append(data[start:end])
-        elif len(part.data) + end - start > MAX_FIELD_BYTES:
-            raise ApiError(422, f"form field {part.name!r} is too long")
-        else:
+            return
+        part.size += end - start
+        if part.size > MAX_FIELD_BYTES:
+            raise _too_large(f"form field {part.name[:64]!r}", MAX_FIELD_BYTES)
+        if part.keep:
             part.data += data[start:end]
 
     parser = MultipartParser(boundary, {
@@ -165,14 +238,17 @@ async def receive_upload(request: Request, store: ArtifactStore, media_id: str, 
         await sink.finish()
     except MultipartParseError as exc:
         sink.abort()
+        if str(exc).startswith("Maximum header"):  # python-multipart's own bounds (line size, count)
+            raise ApiError(413, f"the headers of a multipart part exceed the parser's limit: {exc}") from None
         raise ApiError(422, f"malformed multipart body: {exc}") from None
     except BaseException:  # 413/415 on the way, a client that went away, a cancelled request
         sink.abort()
         raise
-    fields = {p.name: p.data.decode("utf-8", "replace") for p in parts if p is not state["file"] and p.name}
-    return StoredUpload(
-        media_id=media_id,
+    fields = {p.name: p.data.decode("utf-8", "replace") for p in parts if p.keep}
+    return StagedUpload(
+        staging_dir=sink.staging_dir,
         artifact=sink.artifact,
+        sha256=sink.digest.hexdigest(),
         size_bytes=sink.size,
         media_type=sink.media_type,
         filename=state["file"].filename or "upload",

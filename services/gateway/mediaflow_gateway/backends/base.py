@@ -10,8 +10,10 @@ safe across threads, so every index access holds ``index_lock``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ import httpx
 from mediaflow.errors import InvalidSourceError, MediaflowError, NotFoundError
 from mediaflow.models import Answer, Citation, ProbeResult, SearchHit, SourceRecord, SummaryRecord, Transcript
 from mediaflow.pipeline import CITATION, Pipeline, answer_prompt
-from mediaflow.sources import check_under_roots
+from mediaflow.sources import check_under_roots, media_id_for
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stages import STAGES
 from mediaflow.subtitles import mmss
@@ -49,6 +51,7 @@ class SourceFile:
     open: Callable[[], IO[bytes]]
     size: int
     mime: str
+    extension: str = ".bin"  # ".mp4": a known, safe suffix (for Content-Disposition)
 
 
 class Backend(ABC):
@@ -60,6 +63,7 @@ class Backend(ABC):
         self.owns_pipeline = owns_pipeline
         self.index_lock = threading.Lock()
         self.seeker = SeekRefiner(pipeline)
+        self._submit_locks: dict[str, list] = {}  # job id -> [asyncio.Lock, users]
 
     @property
     def store(self):
@@ -71,6 +75,29 @@ class Backend(ABC):
 
     async def start(self) -> None:
         log.info("%s backend: artifacts at %s", self.kind, self.store.root_uri)
+        await asyncio.to_thread(self._clean_staging)
+
+    def _clean_staging(self, max_age_seconds: float = 24 * 3600) -> None:
+        """Drop uploads left in the staging area by a process that died mid-upload."""
+        from mediaflow_gateway.api.upload import staging_root
+
+        root = staging_root(self.store)
+        try:
+            entries = self.store.fs.ls(root, detail=True)
+        except FileNotFoundError:
+            return
+        def stamp(info: dict) -> float | None:
+            modified = info.get("mtime") or info.get("LastModified")
+            return modified.timestamp() if hasattr(modified, "timestamp") else modified
+
+        for entry in entries:
+            # A local dir has an mtime; an object-store prefix has none: its newest object then.
+            stamps = [stamp(entry)] if stamp(entry) is not None else [
+                stamp(info) for info in self.store.fs.find(entry["name"], detail=True).values()]
+            stamps = [float(s) for s in stamps if s is not None]
+            if not stamps or time.time() - max(stamps) > max_age_seconds:
+                with contextlib.suppress(FileNotFoundError):
+                    self.store.fs.rm(entry["name"], recursive=True)
 
     async def stop(self) -> None:
         if self.owns_pipeline:
@@ -84,9 +111,40 @@ class Backend(ABC):
         return await asyncio.to_thread(self._locked, fn, *args, **kwargs)
 
     # -- jobs ------------------------------------------------------------------
+    def job_id_for_content(self, sha256: str) -> str:
+        """The job id of an upload: derived from its bytes, so the same bytes are one job
+        and one media (``media_id_for_job``). Here the CLI's content id, ``media_id_for``."""
+        return media_id_for(sha256)
+
     def media_id_for_job(self, job_id: str) -> str:
         """The media id a new job's artifacts are stored under (here: the job id itself)."""
         return job_id
+
+    async def existing_job(self, job_id: str) -> JobView | None:
+        """The job ``job_id`` if this backend has it, else None."""
+        try:
+            return await self.get_job(job_id)
+        except NotFoundError:
+            return None
+
+    @contextlib.asynccontextmanager
+    async def submitting(self, job_id: str) -> AsyncIterator[None]:
+        """Held while one request checks for, stores and submits job ``job_id``, so that two
+        uploads of the same bytes at once make one job (other ids do not wait)."""
+        entry = self._submit_locks.setdefault(job_id, [asyncio.Lock(), 0])
+        entry[1] += 1  # holders and waiters: the lock is dropped when the last one is done
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._submit_locks[job_id]
+
+    def job_counts(self) -> dict[str, int] | None:
+        """Jobs by phase, known without any I/O (for /metrics); None when only a remote
+        system knows them (the cluster: the operator exports MediaJobs by phase)."""
+        return None
 
     @abstractmethod
     async def submit(self, job_id: str, spec: MediaJobSpec) -> JobView:
@@ -161,16 +219,32 @@ class Backend(ABC):
                 name = src.stored_as
                 size = self.store.size(media_id, name)
                 opener = lambda: self.store.open(media_id, name)  # noqa: E731
+            elif "://" not in src.uri and (stored := self._stored_upload(media_id, Path(src.uri))):
+                name = stored
+                size = self.store.size(media_id, name)
+                opener = lambda: self.store.open(media_id, name)  # noqa: E731
             elif "://" not in src.uri and self._servable(Path(src.uri)):
                 path = Path(src.uri)
                 name, size = path.name, path.stat().st_size
                 opener = lambda: open(path, "rb")  # noqa: E731
             else:
                 raise NotFoundError(f"the source of media {media_id} is not stored by the gateway")
-            mime = MIME_BY_EXTENSION.get(Path(name).suffix.lower(), "application/octet-stream")
-            return SourceFile(open=opener, size=size, mime=mime)
+            suffix = Path(name).suffix.lower()
+            mime = MIME_BY_EXTENSION.get(suffix, "application/octet-stream")
+            return SourceFile(open=opener, size=size, mime=mime,
+                              extension=suffix if suffix in MIME_BY_EXTENSION else ".bin")
 
         return await asyncio.to_thread(locate)
+
+    def _stored_upload(self, media_id: str, path: Path) -> str | None:
+        """The artifact name when ``path`` is this media's own upload in the (local) store."""
+        if not self.store.is_local:
+            return None
+        own_dir = Path(self.store.path(media_id, "source")).parent.resolve()
+        resolved = path.resolve()
+        if resolved.parent != own_dir or not resolved.name.startswith("source") or not resolved.is_file():
+            return None
+        return resolved.name
 
     def _servable(self, path: Path) -> bool:
         """A source the gateway did not store is streamed only from a configured media root."""

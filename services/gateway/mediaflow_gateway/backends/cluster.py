@@ -64,13 +64,26 @@ class ClusterBackend(Backend):
         await self.kube.close()
         await super().stop()
 
+    def job_id_for_content(self, sha256: str) -> str:
+        # The MediaJob's name: the same bytes are the same MediaJob (and so the same media id).
+        return f"m-{sha256[:16]}"
+
     def media_id_for_job(self, job_id: str) -> str:
         return mediajob_media_id(self.kube.namespace, job_id)
 
     async def submit(self, job_id: str, spec: MediaJobSpec) -> JobView:
         body = spec.model_dump(by_alias=True, exclude_none=True, mode="json")
         labels = {**MANAGED_BY, MEDIA_ID_LABEL: self.media_id_for_job(job_id)}
-        return job_from_object(await self.kube.create(job_id, body, labels))
+        try:
+            return job_from_object(await self.kube.create(job_id, body, labels))
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        # Created meanwhile (another replica, the same bytes): that MediaJob is this job.
+        try:
+            return job_from_object(await self._own(job_id))
+        except NotFoundError:
+            raise ApiError(409, f"a MediaJob named {job_id} exists that this gateway did not create") from None
 
     async def _own(self, job_id: str) -> dict[str, Any]:
         """A MediaJob this gateway created; any other in the namespace is not its business."""

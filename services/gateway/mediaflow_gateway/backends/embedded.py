@@ -91,6 +91,12 @@ class EmbeddedBackend(Backend):
     async def list_jobs(self) -> list[JobView]:
         return self.tracker.all()
 
+    def job_counts(self) -> dict[str, int] | None:
+        counts: dict[str, int] = {}
+        for job in self.tracker.all():
+            counts[job.phase] = counts.get(job.phase, 0) + 1
+        return counts
+
     async def watch_job(self, job_id: str) -> AsyncIterator[JobView]:
         async for job in self.tracker.watch(job_id):
             yield job

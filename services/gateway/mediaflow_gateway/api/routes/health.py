@@ -1,8 +1,9 @@
-"""Probes and metrics: ``/healthz`` (process up), ``/readyz`` (dependencies), ``/metrics``."""
+"""Probes and metrics: ``/healthz`` (process up), ``/readyz`` (dependencies), ``/metrics``.
+
+``/metrics`` (``metrics_enabled``) reads only this process's memory: a scrape never
+calls the Kubernetes API or any other dependency."""
 
 from __future__ import annotations
-
-from collections import Counter
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -11,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mediaflow_gateway.api.deps import BackendDep
 
 router = APIRouter(tags=["health"])
+metrics_router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
@@ -26,11 +28,13 @@ async def readyz(backend: BackendDep) -> JSONResponse:
                         status_code=200 if ready else 503)
 
 
-@router.get("/metrics")
+@metrics_router.get("/metrics")
 async def metrics(request: Request, backend: BackendDep) -> Response:
     gateway_metrics = request.app.state.metrics
-    # Job gauges are refreshed on scrape: cheap, and current whenever read.
-    counts = Counter(job.phase for job in await backend.list_jobs())
-    for phase in ("Pending", "Running", "Succeeded", "Failed"):
-        gateway_metrics.jobs.labels(phase).set(counts.get(phase, 0))
+    # Job gauges from what the backend holds in memory (the embedded tracker). The cluster
+    # backend knows MediaJobs only by asking the API server: the operator exports those.
+    counts = backend.job_counts()
+    if counts is not None:
+        for phase in ("Pending", "Running", "Succeeded", "Failed"):
+            gateway_metrics.jobs.labels(phase).set(counts.get(phase, 0))
     return Response(generate_latest(gateway_metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -77,12 +77,13 @@
     xhr.upload.onprogress = (ev) => { if (ev.lengthComputable) bar.value = ev.loaded / ev.total; };
     xhr.onload = () => {
       const body = JSON.parse(xhr.responseText || "{}");
-      if (xhr.status !== 202) {
+      // 202: a new job; 200: these bytes were uploaded before, and this is their job.
+      if (xhr.status !== 202 && xhr.status !== 200) {
         flash(body.error?.message || `upload failed (${xhr.status})`);
         status.textContent = "";
         return;
       }
-      status.textContent = "Uploaded; processing…";
+      status.textContent = body.existing ? "Already uploaded: showing its job." : "Uploaded; processing…";
       form.reset();
       jobs.set(body.job_id, { id: body.job_id, media_id: body.media_id, title: title || file.name, phase: "Pending", progress: 0 });
       renderJobs();
