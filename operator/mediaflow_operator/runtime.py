@@ -71,9 +71,13 @@ class JobWatch:
     def seen(self, namespace: str, name: str, body: dict[str, Any] | None) -> None:
         key = (namespace, name)
         if body is None:
+            # Gone (finalizer, TTL): wake a waiter, keep nothing. A DELETED event that comes after
+            # the finalizer's forget() would otherwise leave an Event behind for good.
             self._latest.pop(key, None)
-        else:
-            self._latest[key] = body
+            if (event := self._changed.pop(key, None)) is not None:
+                event.set()
+            return
+        self._latest[key] = body
         self._changed.setdefault(key, asyncio.Event()).set()
 
     def latest(self, namespace: str, name: str) -> dict[str, Any] | None:

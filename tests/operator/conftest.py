@@ -60,16 +60,36 @@ class UvicornThread:
 
 
 class Flaky:
-    """ASGI wrapper that counts POSTs and can refuse the next ones (an overloaded or strict Ray Serve)."""
+    """ASGI wrapper that counts POSTs and can refuse the next ones (an overloaded or strict Ray Serve),
+    or hold the next ones for a while (a slow replica) before serving them."""
 
     def __init__(self, app):
         self.app, self.calls, self.refused = app, 0, 0
         self._left, self._status = 0, 503
+        self._delays: list[float] = []
+        # (monotonic time the delayed request arrived, time its response was sent), in order.
+        self.delayed: list[tuple[float, float | None]] = []
 
     def fail_next(self, count: int, status: int = 503) -> None:
         self._left, self._status = count, status
 
+    def delay_next(self, seconds: float, count: int = 1) -> None:
+        """Hold each of the next ``count`` POSTs for ``seconds`` before serving it normally."""
+        self._delays.extend([seconds] * count)
+
     async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and self._delays:
+            seconds = self._delays.pop(0)
+            slot = len(self.delayed)
+            self.delayed.append((time.monotonic(), None))
+            await asyncio.sleep(seconds)
+            try:
+                return await self._serve(scope, receive, send)
+            finally:
+                self.delayed[slot] = (self.delayed[slot][0], time.monotonic())
+        await self._serve(scope, receive, send)
+
+    async def _serve(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] == "POST":
             self.calls += 1
             if self._left > 0:

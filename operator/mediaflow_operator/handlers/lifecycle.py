@@ -27,7 +27,10 @@ def configure_kopf(settings: kopf.OperatorSettings, ours: OperatorSettings) -> N
     settings.networking.connect_timeout = ours.connect_timeout
     settings.networking.request_timeout = ours.request_timeout
     settings.peering.name = ours.peering_name
-    settings.peering.mandatory = False
+    # Mandatory: a replica starts paused and acts only once the peering says it is the highest;
+    # otherwise a late starter runs unpaused until its first peering event. The chart creates
+    # the KopfPeering objects; without them a non-standalone operator stays paused.
+    settings.peering.mandatory = not ours.standalone
     # kopf pauses *every* operator when peers share a priority: each process draws its own,
     # so among replicas the highest runs and the rest stand by until its record expires.
     settings.peering.priority = (ours.peering_priority if ours.peering_priority is not None
