@@ -98,13 +98,13 @@ kind-up: tools  ## a local kind cluster (kind-config.yaml) with ingress-nginx an
 	$(TOOLS)/helm upgrade --install kuberay-operator kuberay/kuberay-operator --version $(KUBERAY_VERSION) \
 		--namespace kuberay-system --create-namespace --wait
 
-dev:  ## skaffold dev: build every image, deploy the chart on kind, sync sources, forward :8080 and :8265
+dev:  ## skaffold dev (its dev profile): build every image, deploy the chart on kind, sync operator/gateway sources, forward :8080 and :8265
 	PATH=$(TOOLS):$$PATH skaffold dev
 
 chart-check: tools  ## lint, render and validate the Helm chart (also part of make test)
 	$(VENV)/bin/python -m pytest -q tests/chart
 
-images-check: setup  ## build operator/gateway/worker images daemonlessly (root + buildah) and run each --help
+images-check: setup  ## build operator/gateway/worker + gateway-dev daemonlessly (root + buildah), run each, check the dev sync paths
 	$(call apt_install,$(IMAGE_CHECK_PACKAGES))
 	PATH=$(CURDIR)/.venv/bin:$$PATH images/check.sh
 

