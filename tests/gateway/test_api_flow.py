@@ -152,7 +152,7 @@ async def test_stream_serves_ranges_with_a_key_or_a_signed_url(client, uploaded,
 
 
 async def test_url_source_that_is_not_allowed_fails_the_job_clearly(client):
-    response = await client.post("/v1/media", headers=AUTH, json={"url": "http://127.0.0.1:9/talk.mp4", "title": "x"})
+    response = await client.post("/v1/media", headers=AUTH, json={"url": "http://localhost:9/talk.mp4", "title": "x"})
     assert response.status_code == 202
     events = sse_events((await client.get(response.json()["events_url"], headers=AUTH)).text)
     job = events[-1]

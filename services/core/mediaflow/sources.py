@@ -92,6 +92,36 @@ def vetted_address(host: str, port: int, *, allow_private: bool) -> str:
     return str(addresses[0])
 
 
+def literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a host written as an IP literal names, in any form the resolver accepts
+    (``127.1``, ``0x7f000001``, ``2130706433``, ``0177.0.0.1``, ``[fe80::1%eth0]``); None for a name."""
+    bare = host.split("%", 1)[0]
+    try:
+        return ipaddress.ip_address(bare)
+    except ValueError:
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(bare))
+    except (OSError, UnicodeError, ValueError):
+        return None
+
+
+def check_url_source(url: str, *, allow_private: bool) -> None:
+    """Refuse at once what needs no DNS lookup: scheme, port, a non-public address literal.
+
+    A name is vetted when it is fetched (``download``), against the answer then used."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidSourceError(f"unsupported URL: {url}")
+    try:
+        _ = parts.port  # raises on a port out of range
+    except ValueError:
+        raise InvalidSourceError(f"invalid port in URL: {url}") from None
+    address = literal_address(parts.hostname)
+    if address is not None and not allow_private and not is_public_address(address):
+        raise InvalidSourceError(f"refusing to fetch from {parts.hostname} ({address}): not a public address")
+
+
 def _pinned_request(client: httpx.Client, url: str, *, allow_private: bool) -> httpx.Request:
     """A GET of ``url`` sent to the vetted address of its host, named by Host and SNI."""
     parts = urlsplit(url)

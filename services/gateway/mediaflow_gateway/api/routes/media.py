@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from mediaflow.errors import InvalidMediaError, InvalidSourceError
 from mediaflow.models import Transcript
-from mediaflow.sources import check_under_roots
+from mediaflow.sources import check_under_roots, check_url_source
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stages.probe import probe_file
 from mediaflow.subtitles import RENDERERS
@@ -102,12 +102,19 @@ async def _submit_url(request: Request, backend: Backend) -> MediaCreated:
     try:
         body = CreateMediaFromUrl.model_validate_json(await request.body())
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None
+        # located like FastAPI's own body errors: ["body", field, ...]
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])}
+                                      for e in exc.errors(include_url=False, include_context=False)]) from None
     if "://" not in body.url:  # a path on this server: only under a configured media root
         try:
             check_under_roots(Path(body.url), backend.settings.media_roots)
         except InvalidSourceError as exc:
             raise ApiError(422, f"{exc}: the API takes uploads and http(s)/s3 URLs") from None
+    elif body.url.startswith(("http://", "https://")):
+        try:  # an address literal is refused now; a name when the job fetches it (pinned, rebinding-safe)
+            check_url_source(body.url, allow_private=backend.pipeline.settings.allow_private_urls)
+        except InvalidSourceError as exc:
+            raise ApiError(422, str(exc)) from None
     spec = MediaJobSpec(source={"uri": body.url, "title": body.title}, language=body.language,
                         stages=body.stages)
     try:
