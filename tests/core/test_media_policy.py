@@ -24,12 +24,14 @@ def test_the_sample_video_probes_and_decodes_with_its_demuxer_fixed(sample_video
     assert record.duration == pytest.approx(probe.duration, abs=0.2)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("format_name", ["hls", "concat", "image2", "s16le", "sln", "dash", "lavfi", "tty", ""])
 def test_demuxers_that_read_other_files_or_any_bytes_are_refused(format_name):
     with pytest.raises(InvalidMediaError, match="unsupported container format"):
         demuxer_of(format_name)
 
 
+@pytest.mark.bad_input
 def test_a_playlist_named_mp3_never_reads_the_file_it_names(sample_video, tmp_path):
     playlist = tmp_path / "talk.mp3"
     playlist.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:90\n#EXTINF:90,\n{sample_video.media}\n#EXT-X-ENDLIST\n")
@@ -44,6 +46,7 @@ def test_a_playlist_named_mp3_never_reads_the_file_it_names(sample_video, tmp_pa
     assert strict.returncode != 0 and "not on whitelist" in strict.stderr
 
 
+@pytest.mark.bad_input
 def test_decoding_never_guesses_another_demuxer(sample_video, tmp_path):
     """A file whose probed format was mp4 is decoded as mp4, even renamed to .wav."""
     renamed = tmp_path / "talk.wav"

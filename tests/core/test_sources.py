@@ -37,12 +37,14 @@ def test_url_source_is_downloaded_into_the_store(tmp_path, http_server, sample_v
         assert probe.has_video and abs(probe.duration - sample_video.duration) < 1
 
 
+@pytest.mark.bad_input
 def test_private_addresses_are_refused_by_default(tmp_path, http_server):
     with Pipeline(make_settings(tmp_path)) as pipeline, pytest.raises(InvalidSourceError):
         pipeline.ingest(f"{http_server}/island.mp4")
     assert pipeline.store.list_media() == []
 
 
+@pytest.mark.bad_input
 def test_download_size_limit(tmp_path, http_server):
     settings = make_settings(tmp_path, allow_private_urls=True, max_media_bytes=10_000)
     with Pipeline(settings) as pipeline, pytest.raises(MediaTooLargeError):
@@ -50,6 +52,7 @@ def test_download_size_limit(tmp_path, http_server):
     assert pipeline.store.list_media() == []
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("uri", [
     "file:///etc/passwd", "relative/path.mp4", "/media/../etc/passwd", "gopher://x/y",
     "http://user@host/a.mp4", "s3://UPPER/key",
@@ -71,6 +74,7 @@ def test_spec_accepts_supported_uris_and_camel_case():
         MediaJobSpec.model_validate({"source": {"uri": "/a.mp4"}, "stages": {"bogus": {}}})
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "169.254.169.254", "100.64.0.1", "0.0.0.0", "224.0.0.1", "255.255.255.255",
     "::1", "fe80::1", "fc00::1", "ff02::1",
@@ -123,6 +127,7 @@ def test_the_host_is_resolved_once_and_the_vetted_address_is_the_one_connected(t
     assert lookups == ["media.test"] and target.stat().st_size > 0
 
 
+@pytest.mark.bad_input
 def test_every_redirect_hop_is_vetted_again(tmp_path, monkeypatch):
     import http.server
 
@@ -157,6 +162,7 @@ def test_an_unreachable_url_is_a_clear_source_error(tmp_path):
         sources.download("http://127.0.0.1:9/a.mp4", tmp_path / "x", max_bytes=10**6, allow_private=True)
 
 
+@pytest.mark.bad_input
 def test_a_slow_drip_is_cut_at_the_deadline(tmp_path):
     import http.server
     import time as _time
@@ -187,6 +193,7 @@ def test_a_slow_drip_is_cut_at_the_deadline(tmp_path):
         server.shutdown()
 
 
+@pytest.mark.bad_input
 def test_local_paths_outside_the_media_roots_are_refused_without_an_oracle(tmp_path, sample_video):
     import os
     import shutil

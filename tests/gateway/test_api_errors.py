@@ -39,6 +39,7 @@ async def test_probes_need_no_key(client):
     assert 'mediaflow_gateway_requests_total{method="GET",route="/v1/jobs",status="401"}' in metrics.text
 
 
+@pytest.mark.bad_input
 async def test_upload_over_the_limit_is_413_and_leaves_nothing(client, sample_bytes):
     assert len(sample_bytes) > LIMIT
     response = await client.post("/v1/media", headers=AUTH, **multipart("big.mp4", sample_bytes))
@@ -47,6 +48,7 @@ async def test_upload_over_the_limit_is_413_and_leaves_nothing(client, sample_by
     assert_nothing_stored(client.app)
 
 
+@pytest.mark.bad_input
 async def test_upload_over_the_limit_without_content_length_is_413(client, sample_bytes):
     # A chunked body has no Content-Length: the limit is enforced while streaming.
     boundary = "b0undary"
@@ -65,6 +67,7 @@ async def test_upload_over_the_limit_without_content_length_is_413(client, sampl
     assert_nothing_stored(client.app)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("name,payload", [
     ("notes.mp4", b"%PDF-1.7 this is a document, whatever its name says " * 40),
     ("page.mp3", b"<!doctype html><html><body>hello</body></html>" * 40),
@@ -75,6 +78,7 @@ async def test_non_media_upload_is_415(client, name, payload):
     assert_nothing_stored(client.app)
 
 
+@pytest.mark.bad_input
 async def test_media_magic_with_garbage_inside_is_415(client):
     # Looks like MP4 to the magic bytes, but ffprobe cannot read it.
     payload = b"\x00\x00\x00\x18ftypisom" + bytes(4000)
@@ -106,6 +110,7 @@ async def test_unknown_ids_are_404(client):
     ("GET", "/v1/media/0123456789abcdef/transcript?format=pdf", {}),
     ("GET", "/v1/media/BAD..ID/transcript", {}),
 ])
+@pytest.mark.bad_input
 async def test_malformed_requests_are_422(client, method, path, kwargs):
     headers = {**AUTH, **kwargs.pop("headers", {})}
     error = assert_error(await client.request(method, path, headers=headers, **kwargs), 422, "invalid_request")
@@ -126,6 +131,7 @@ async def test_rate_limit_is_429_per_key(tmp_path, engines_cache):
         assert int(response.headers["retry-after"]) >= 1
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("path", ["/etc/passwd", "/etc/hostname.sln", "/nonexistent/file.mp4", "/proc/self/environ"])
 async def test_local_paths_are_refused_over_the_api_the_same_way_whether_they_exist_or_not(client, path):
     response = await client.post("/v1/media", headers=AUTH, json={"url": path})

@@ -153,6 +153,7 @@ def test_every_rule_has_samples():
     assert sorted(r["message"] for _, _, r in COMMITTED_RULES) == sorted(RULE_SAMPLES)
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("message, verdict, old, new", SAMPLES,
                          ids=[f"{m[:24]}-{v}-{i}" for i, (m, v, _, _) in enumerate(SAMPLES)])
 def test_rule_samples(message, verdict, old, new):
@@ -202,6 +203,7 @@ def test_examples_are_accepted(path):
     MediaJobSpec.model_validate(obj["spec"])
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("path", INVALID, ids=lambda p: p.name)
 def test_invalid_samples_are_rejected_by_the_schema_and_the_model(path):
     obj = yaml.safe_load(path.read_text())
