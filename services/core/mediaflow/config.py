@@ -67,7 +67,13 @@ class Settings(BaseSettings):
     llm_port: int = 8765
     llm_startup_timeout: float = 240.0
     remote_timeout: float = 600.0
-    remote_retries: int = 4
+    remote_retries: int = Field(
+        default=4, ge=0, description="Retries of a remote engine call (connection errors, 408/429/5xx).")
+    remote_backoff: float = Field(
+        default=0.5, ge=0, description="First retry's delay (s); doubled per retry, with jitter.")
+    remote_max_backoff: float = Field(
+        default=8.0, ge=0, description="Longest delay between retries (a longer Retry-After is obeyed, "
+        "up to 120 s). Retries x this should cover a service restart and its model load.")
 
     # -- transcription -------------------------------------------------------
     whisper_model: str | None = Field(

@@ -19,6 +19,11 @@ class ServingSettings(BaseSettings):
         description="fsspec URI under which /v1/audio/transcriptions/uri may read; "
         "default: the artifact store (MEDIAFLOW_ARTIFACT_ROOT / <data_dir>/artifacts).",
     )
+    idempotency_max_results: int = Field(
+        default=64, ge=0, description="Finished transcriptions kept for a retry with the same "
+        "Idempotency-Key (least recently used first out; 0: none, running work is still joined).")
+    idempotency_ttl_s: float = Field(
+        default=3600.0, gt=0, description="How long a finished transcription is replayed to a retry.")
     max_embedding_inputs: int = Field(
         default=2048, gt=0, description="Most strings in one embeddings request."
     )

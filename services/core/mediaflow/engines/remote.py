@@ -10,12 +10,22 @@ HTTP contract (OpenAI-shaped where OpenAI has a shape):
 - ``POST {embedding_url}/v1/embeddings`` ``{input: [...], model}`` → OpenAI embeddings.
 
 Connection errors, timeouts, 408/429 and 5xx are retried with exponential backoff
-and jitter, then raise ``EngineUnavailableError`` (temporary); other 4xx raise
-``EngineRequestError`` (permanent) with the service's reason.
+and jitter (at least the ``Retry-After`` the service asks for), then raise
+``EngineUnavailableError`` (temporary); other 4xx raise ``EngineRequestError``
+(permanent) with the service's reason.
+
+Transcriptions carry an ``Idempotency-Key`` (draft-ietf-httpapi-idempotency-key-header):
+a hash of the audio bytes and the options that shape the transcript. A retry (the
+client's own, or a restarted operator's) of a transcription the service is still
+running joins it, and one it finished is answered from its cache: a transcription longer
+than any client timeout, or whose client died, still runs once.
 """
 
 from __future__ import annotations
 
+import email.utils
+import hashlib
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +38,34 @@ from mediaflow.errors import EngineRequestError, EngineUnavailableError
 from mediaflow.models import Transcript
 
 RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+# the longest Retry-After obeyed: a service asking for more is retried sooner
+MAX_RETRY_AFTER = 120.0
+IDEMPOTENCY_KEY = "Idempotency-Key"
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """The ``Retry-After`` of a response in seconds (delta-seconds or an HTTP date)."""
+    value = response.headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def transcription_key(content_sha256: str, *, model: str, language: str | None, align: bool,
+                      diarize: bool) -> str:
+    """The Idempotency-Key of a transcription: what the audio is and what shapes its transcript
+    (not how it is rendered). The same media with the same options is the same work."""
+    options = {"v": 1, "audio_sha256": content_sha256, "model": model, "language": language or None,
+               "align": bool(align), "diarize": bool(diarize)}
+    return "tr-" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
 
 
 def _reason(response: httpx.Response) -> str:
@@ -52,9 +90,13 @@ def request_with_retries(
     max_backoff: float = 8.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> httpx.Response:
-    """Call ``send`` until it answers 2xx, retrying what a retry can fix."""
+    """Call ``send`` until it answers 2xx, retrying what a retry can fix.
+
+    The n-th retry waits ``min(max_backoff, backoff * 2**n)`` with jitter, or the
+    response's ``Retry-After`` when that is longer (up to ``MAX_RETRY_AFTER``)."""
     last = ""
     for attempt in range(retries + 1):
+        asked: float | None = None
         try:
             response = send()
         except (httpx.TransportError, httpx.TimeoutException) as exc:
@@ -67,14 +109,23 @@ def request_with_retries(
                     f"{what} rejected the request ({response.status_code}): {_reason(response)}"
                 )
             last = f"{response.status_code}: {_reason(response)}"
+            asked = retry_after(response)
         if attempt < retries:
-            delay = min(max_backoff, backoff * 2**attempt)
-            sleep(delay * (0.5 + random.random() / 2))
+            delay = min(max_backoff, backoff * 2**attempt) * (0.5 + random.random() / 2)
+            if asked is not None:
+                delay = max(delay, min(asked, MAX_RETRY_AFTER))
+            sleep(delay)
     raise EngineUnavailableError(f"{what} unavailable after {retries + 1} attempts ({last})")
+
+
+def _retry_settings(settings) -> dict:
+    return {"timeout": settings.remote_timeout, "retries": settings.remote_retries,
+            "backoff": settings.remote_backoff, "max_backoff": settings.remote_max_backoff}
 
 
 class _RemoteEngine:
     def __init__(self, base_url: str, *, timeout: float = 600.0, retries: int = 4,
+                 backoff: float = 0.5, max_backoff: float = 8.0,
                  api_key: str | None = None, transport: httpx.BaseTransport | None = None):
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -82,13 +133,15 @@ class _RemoteEngine:
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=10.0),
             headers=headers, transport=transport,
         )
-        self.retries = retries
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
 
     def _post(self, path: str, **kwargs) -> httpx.Response:
         return request_with_retries(
             lambda: self.client.post(path, **kwargs),
             what=f"{self.base_url}{path}",
             retries=self.retries,
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
         )
 
 
@@ -101,11 +154,13 @@ class RemoteTranscriber(_RemoteEngine):
     def from_settings(cls, settings) -> RemoteTranscriber:
         if not settings.transcription_url:
             raise EngineUnavailableError("MEDIAFLOW_TRANSCRIBER=remote needs MEDIAFLOW_TRANSCRIPTION_URL")
-        return cls(settings.transcription_url, timeout=settings.remote_timeout,
-                   retries=settings.remote_retries)
+        return cls(settings.transcription_url, **_retry_settings(settings))
 
     def transcribe(self, audio_path: Path, *, language: str | None = None, align: bool = False,
                    diarize: bool = False, on_progress: ProgressFn | None = None) -> Transcript:
+        payload = Path(audio_path).read_bytes()
+        key = transcription_key(hashlib.sha256(payload).hexdigest(), model=self.name,
+                                language=language, align=align, diarize=diarize)
         data = {
             "model": self.name,
             "response_format": "verbose_json",
@@ -115,21 +170,26 @@ class RemoteTranscriber(_RemoteEngine):
         }
         if language:
             data["language"] = language
-        payload = Path(audio_path).read_bytes()
         response = self._post(
             "/v1/audio/transcriptions",
             data=data,
             files={"file": (Path(audio_path).name, payload, "audio/wav")},
+            headers={IDEMPOTENCY_KEY: f'"{key}"'},
         )
         if on_progress:
             on_progress(1.0)
         return Transcript.model_validate(response.json())
 
     def transcribe_uri(self, uri: str, *, language: str | None = None, align: bool = False,
-                       diarize: bool = False) -> Transcript:
+                       diarize: bool = False, idempotency_key: str | None = None) -> Transcript:
+        """The service reads ``uri`` itself. The client has not read the bytes, so it cannot
+        derive a key from them: pass one (e.g. from the media id and its audio's checksum)
+        for a retry to join the work; the service refuses it (422) if the artifact changed."""
+        headers = {IDEMPOTENCY_KEY: f'"{idempotency_key}"'} if idempotency_key else {}
         response = self._post(
             "/v1/audio/transcriptions/uri",
             json={"uri": uri, "language": language, "align": align, "diarize": diarize},
+            headers=headers,
         )
         return Transcript.model_validate(response.json())
 
@@ -146,8 +206,8 @@ class RemoteEmbedder(_RemoteEngine):
     def from_settings(cls, settings) -> RemoteEmbedder:
         if not settings.embedding_url:
             raise EngineUnavailableError("MEDIAFLOW_EMBEDDER=remote needs MEDIAFLOW_EMBEDDING_URL")
-        return cls(settings.embedding_url, timeout=settings.remote_timeout,
-                   retries=settings.remote_retries, request_size=settings.embedding_request_size)
+        return cls(settings.embedding_url, request_size=settings.embedding_request_size,
+                   **_retry_settings(settings))
 
     def embed(self, texts: Sequence[str], *, on_progress: ProgressFn | None = None) -> list[list[float]]:
         vectors: list[list[float]] = []

@@ -6,8 +6,8 @@ Every failure is an ``HTTPException`` with a reason: 400 for unreadable media,
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
@@ -28,14 +28,17 @@ def _too_large(limit: int) -> HTTPException:
     return HTTPException(413, f"media is larger than the {limit}-byte limit")
 
 
-async def save_upload(upload: UploadFile, dest: Path, *, max_bytes: int) -> None:
-    size = 0
+async def save_upload(upload: UploadFile, dest: Path, *, max_bytes: int) -> str:
+    """Copy the upload to ``dest``; its sha256 (hex), computed on the way."""
+    size, digest = 0, hashlib.sha256()
     with dest.open("wb") as out:
         while chunk := await upload.read(COPY_CHUNK):
             size += len(chunk)
             if size > max_bytes:
                 raise _too_large(max_bytes)
+            digest.update(chunk)
             out.write(chunk)
+    return digest.hexdigest()
 
 
 def _is_local(uri: str) -> bool:
@@ -66,7 +69,8 @@ def check_under_root(uri: str, root: str) -> None:
         raise HTTPException(403, f"{uri} is outside the allowed artifact root")
 
 
-def fetch_artifact(uri: str, dest: Path, *, root: str, max_bytes: int) -> None:
+def fetch_artifact(uri: str, dest: Path, *, root: str, max_bytes: int) -> str:
+    """Copy the artifact to ``dest``; its sha256 (hex), computed on the way."""
     check_under_root(uri, root)
     target = _local_path(uri) if _is_local(uri) else uri
     fs, path = fsspec.core.url_to_fs(target)
@@ -74,8 +78,15 @@ def fetch_artifact(uri: str, dest: Path, *, root: str, max_bytes: int) -> None:
         raise HTTPException(404, f"no such artifact: {uri}")
     if fs.size(path) > max_bytes:
         raise _too_large(max_bytes)
+    size, digest = 0, hashlib.sha256()
     with fs.open(path, "rb") as src, dest.open("wb") as out:
-        shutil.copyfileobj(src, out, COPY_CHUNK)
+        while chunk := src.read(COPY_CHUNK):
+            size += len(chunk)
+            if size > max_bytes:  # it grew since it was measured
+                raise _too_large(max_bytes)
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
 
 
 def decode_audio(path: Path, *, max_bytes: int) -> np.ndarray:

@@ -10,17 +10,26 @@
 (and ``words`` when word granularity is asked for). One transcription runs at a time
 per replica: WhisperX already batches a file's VAD chunks (``asr_batch_size``), which
 fills the cores, and the engine keeps per-call state.
+
+Both routes take an ``Idempotency-Key`` header (``mediaflow_serving.idempotency``):
+a request whose key names a transcription that is running joins it, one that finished
+is answered from the cache with ``Idempotent-Replayed: true``, the same key with other
+audio or options is a 422. A transcription is a task of the app, not of its request:
+it completes, and is cached, even when its client disconnects.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
@@ -34,12 +43,14 @@ from mediaflow_serving.apps.audio_input import (
     save_upload,
 )
 from mediaflow_serving.apps.common import create_model_app, error_response
+from mediaflow_serving.idempotency import IdempotentWork, InvalidKey, KeyReused, WorkMetrics, parse_key
 from mediaflow_serving.settings import ServingSettings
 
 ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt"]
 Granularity = Literal["word", "segment"]
 # multipart framing around the file: a body this much over the limit may still hold a file under it
 MULTIPART_SLACK = 64 * 1024
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class UriTranscriptionRequest(BaseModel):
@@ -65,6 +76,13 @@ def render(transcript: Transcript, response_format: ResponseFormat, granularitie
     return JSONResponse(body)
 
 
+def fingerprint(source: dict, *, model: str | None, language: str | None, align: bool, diarize: bool) -> str:
+    """What a transcription is: its audio and the options that shape the transcript (not
+    how it is rendered: a replay may ask for another response_format)."""
+    what = {"source": source, "model": model, "language": language, "align": align, "diarize": diarize}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
 def create_app(
     transcriber_factory: Callable[[], object],
     *,
@@ -76,6 +94,17 @@ def create_app(
                            metrics_to_ray=metrics_to_ray)
     slot, metrics = app.state.engine, app.state.metrics
     one_at_a_time = asyncio.Lock()
+    work = app.state.work = IdempotentWork(
+        max_results=settings.idempotency_max_results, ttl_s=settings.idempotency_ttl_s,
+        metrics=WorkMetrics(metrics))
+
+    @app.exception_handler(KeyReused)
+    async def key_reused(request: Request, exc: KeyReused):
+        return error_response(422, str(exc))
+
+    @app.exception_handler(InvalidKey)
+    async def invalid_key(request: Request, exc: InvalidKey):
+        return error_response(400, str(exc))
 
     def allowed_root() -> str:
         if settings.allowed_root:
@@ -91,12 +120,44 @@ def create_app(
             return engine.transcribe_array(audio, language=language, align=align, diarize=diarize)
         return engine.transcribe(path, language=language, align=align, diarize=diarize)
 
-    async def run(path: Path, language: str | None, align: bool, diarize: bool) -> Transcript:
-        audio = await run_in_threadpool(decode_audio, path, max_bytes=settings.max_upload_bytes)
-        async with one_at_a_time:
-            transcript = await run_in_threadpool(transcribe_audio, path, audio, language, align, diarize)
-        metrics.add_audio_seconds(len(audio) / SAMPLE_RATE)
-        return transcript
+    async def transcribe_owned(workdir: Path, path: Path, language: str | None, align: bool,
+                               diarize: bool) -> Transcript:
+        """Decode and transcribe the file, then remove ``workdir``: runs as the app's task."""
+        try:
+            audio = await run_in_threadpool(decode_audio, path, max_bytes=settings.max_upload_bytes)
+            async with one_at_a_time:
+                transcript = await run_in_threadpool(transcribe_audio, path, audio, language, align, diarize)
+            metrics.add_audio_seconds(len(audio) / SAMPLE_RATE)
+            return transcript
+        finally:
+            await run_in_threadpool(shutil.rmtree, workdir, True)
+
+    async def run_once(key_header: str | None, workdir: Path, path: Path, source: dict, model: str | None,
+                       language: str | None, align: bool, diarize: bool) -> tuple[Transcript, bool]:
+        """The transcript (fresh, joined or replayed) and whether it is a replay; ``workdir``
+        belongs to the transcription if one starts, and is removed here otherwise."""
+        started = False
+
+        def start():
+            nonlocal started
+            started = True
+            return transcribe_owned(workdir, path, language, align, diarize)
+
+        try:
+            key = parse_key(key_header)
+            transcript, outcome = await work.run(
+                key, fingerprint(source, model=model, language=language, align=align, diarize=diarize), start)
+        finally:
+            if not started:
+                await run_in_threadpool(shutil.rmtree, workdir, True)
+        return transcript, outcome != "fresh"
+
+    def answer(transcript: Transcript, replayed: bool, response_format: ResponseFormat,
+               granularities: list[Granularity]):
+        response = render(transcript, response_format, granularities)
+        if replayed:
+            response.headers[REPLAYED_HEADER] = "true"
+        return response
 
     @app.middleware("http")
     async def refuse_oversized_bodies(request: Request, call_next):
@@ -117,21 +178,34 @@ def create_app(
         ] = None,
         align: Annotated[bool, Form()] = False,
         diarize: Annotated[bool, Form()] = False,
+        idempotency_key: Annotated[str | None, Header()] = None,
     ):
-        with tempfile.TemporaryDirectory(prefix="mediaflow-upload-") as tmp:
-            path = Path(tmp) / "upload"
-            await save_upload(file, path, max_bytes=settings.max_upload_bytes)
-            transcript = await run(path, language or None, align, diarize)
-        return render(transcript, response_format, timestamp_granularities or ["segment"])
+        workdir = Path(tempfile.mkdtemp(prefix="mediaflow-upload-"))
+        path = workdir / "upload"
+        try:
+            digest = await save_upload(file, path, max_bytes=settings.max_upload_bytes)
+        except BaseException:
+            await run_in_threadpool(shutil.rmtree, workdir, True)
+            raise
+        transcript, replayed = await run_once(idempotency_key, workdir, path, {"sha256": digest}, model,
+                                              language or None, align, diarize)
+        return answer(transcript, replayed, response_format, timestamp_granularities or ["segment"])
 
     @app.post("/v1/audio/transcriptions/uri")
-    async def transcribe_uri(body: UriTranscriptionRequest):
-        with tempfile.TemporaryDirectory(prefix="mediaflow-artifact-") as tmp:
-            path = Path(tmp) / "artifact"
-            await run_in_threadpool(
+    async def transcribe_uri(body: UriTranscriptionRequest,
+                             idempotency_key: Annotated[str | None, Header()] = None):
+        workdir = Path(tempfile.mkdtemp(prefix="mediaflow-artifact-"))
+        path = workdir / "artifact"
+        try:
+            digest = await run_in_threadpool(
                 fetch_artifact, body.uri, path, root=allowed_root(), max_bytes=settings.max_upload_bytes
             )
-            transcript = await run(path, body.language, body.align, body.diarize)
-        return render(transcript, body.response_format, ["segment", "word"])
+        except BaseException:
+            await run_in_threadpool(shutil.rmtree, workdir, True)
+            raise
+        transcript, replayed = await run_once(idempotency_key, workdir, path,
+                                              {"uri": body.uri, "sha256": digest}, None,
+                                              body.language, body.align, body.diarize)
+        return answer(transcript, replayed, body.response_format, ["segment", "word"])
 
     return app
