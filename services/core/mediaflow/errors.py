@@ -42,3 +42,10 @@ class EngineRequestError(MediaflowError):
 
 class NotFoundError(MediaflowError):
     reason = "NotFound"
+
+
+class ArtifactStoreFullError(MediaflowError):
+    """The artifact store ran out of space (ENOSPC/EDQUOT): retry once space is freed."""
+
+    permanent = False
+    reason = "StorageFull"

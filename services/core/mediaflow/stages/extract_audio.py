@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import wave
 from collections.abc import Callable
@@ -17,6 +19,14 @@ SAMPLE_RATE = 16000
 # A decode that yields less than this share of the probed duration means the
 # file is truncated or damaged: better to fail than to index half a talk.
 MIN_DECODED_SHARE = 0.9
+
+
+def _raise_if_disk_full(stderr: str, target: Path) -> None:
+    """ffmpeg reports a full disk in words: raise the OSError the artifact store maps to
+    ArtifactStoreFullError (retryable), not a verdict on the media."""
+    for code in (errno.ENOSPC, errno.EDQUOT):
+        if os.strerror(code) in stderr:
+            raise OSError(code, os.strerror(code), str(target))
 
 
 def extract_audio(
@@ -46,6 +56,7 @@ def extract_audio(
                 pass
     stderr = proc.stderr.read() if proc.stderr else ""
     if proc.wait() != 0:
+        _raise_if_disk_full(stderr, target)
         last = stderr.strip().splitlines()[-1] if stderr.strip() else "ffmpeg failed"
         raise InvalidMediaError(f"audio extraction failed for {source.name}: {last}")
     with wave.open(str(target), "rb") as wav:
@@ -68,7 +79,8 @@ def make_thumbnail(source: Path, target: Path, *, at_seconds: float, format_name
             .overwrite_output()
             .run(capture_stdout=True, capture_stderr=True)
         )
-    except ffmpeg.Error:
+    except ffmpeg.Error as exc:
+        _raise_if_disk_full((exc.stderr or b"").decode(errors="replace"), target)
         return False
     return target.exists() and target.stat().st_size > 0
 
@@ -83,8 +95,9 @@ def run(ctx) -> AudioRecord:
                                    on_progress=ctx.progress)
         if probe.has_video:
             with ctx.store.writing_file(ctx.media_id, "thumbnail.jpg") as thumb:
-                make_thumbnail(source, thumb, at_seconds=min(probe.duration * 0.1, 30.0),
-                               format_name=probe.format_name)
+                if not make_thumbnail(source, thumb, at_seconds=min(probe.duration * 0.1, 30.0),
+                                      format_name=probe.format_name):
+                    thumb.unlink(missing_ok=True)  # nothing half-made is stored
     return record
 
 

@@ -2,13 +2,15 @@
 
 Backed by fsspec so the same code writes a local directory (default) or an
 object store (``s3://bucket/prefix`` with s3fs installed). Writes go to a
-temporary name first and are then moved into place, so a crash never leaves a
-half-written artifact that a resumed run would trust.
+temporary ``.part`` name next to the artifact and are then renamed into place, so
+a crash or a full disk never leaves a half-written artifact that a resumed run
+would trust; a full store raises ``ArtifactStoreFullError`` (retryable).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -21,8 +23,33 @@ from typing import TypeVar
 import fsspec
 from pydantic import BaseModel, ValidationError
 
+from mediaflow.errors import ArtifactStoreFullError, MediaflowError
+
 M = TypeVar("M", bound=BaseModel)
 MEDIA_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
+# A write in progress (or one a killed process left behind): never an artifact.
+PART_PATTERN = re.compile(r"\.[0-9a-f]{32}\.part(\.[^./]*)?$")
+STORE_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def store_full_cause(exc: BaseException | None) -> OSError | None:
+    """The ENOSPC/EDQUOT ``OSError`` behind ``exc`` (itself or in its cause/context chain,
+    as fsspec backends may wrap it), or None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in STORE_FULL_ERRNOS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_media_id(media_id: str) -> str:
@@ -43,7 +70,7 @@ class ArtifactStore:
         return f"{self.root}/media/{check_media_id(media_id)}"
 
     def path(self, media_id: str, name: str) -> str:
-        if "/" in name or name.startswith("."):
+        if "/" in name or name.startswith(".") or PART_PATTERN.search(name):
             raise ValueError(f"invalid artifact name {name!r}")
         return f"{self._media_dir(media_id)}/{name}"
 
@@ -86,14 +113,59 @@ class ArtifactStore:
             yield local
 
     # -- writes --------------------------------------------------------------
-    def write_bytes(self, media_id: str, name: str, data: bytes) -> str:
+    # Every write goes to ``<artifact>.<hex>.part[<ext>]`` in the media's own directory and is
+    # renamed into place once complete (fsync'd first, for local stores): the artifact's name
+    # only ever holds a whole file. On any failure the .part is removed and the previous
+    # artifact, if any, is left as it was; a full disk becomes ArtifactStoreFullError.
+    def _part(self, target: str, suffix: str = "") -> str:
+        return f"{target}.{uuid.uuid4().hex}.part{suffix}"
+
+    @contextlib.contextmanager
+    def _atomic(self, media_id: str, name: str, *, suffix: str = "", optional: bool = False) -> Iterator[str]:
+        """A temporary path next to the artifact, renamed onto it when the block succeeds.
+
+        ``optional``: a block that leaves no file at the temporary path stores nothing."""
         target = self.path(media_id, name)
-        self.fs.makedirs(self._media_dir(media_id), exist_ok=True)
-        tmp = f"{target}.{uuid.uuid4().hex}.part"
-        with self.fs.open(tmp, "wb") as fh:
-            fh.write(data)
-        self.fs.mv(tmp, target)
-        return target
+        tmp = self._part(target, suffix)
+        try:
+            self.fs.makedirs(self._media_dir(media_id), exist_ok=True)
+            yield tmp
+            if optional and not self.fs.exists(tmp):
+                return
+            if self.is_local:
+                os.replace(tmp, target)  # same directory, same filesystem: atomic
+            else:
+                self.fs.mv(tmp, target)
+        except BaseException as exc:
+            self._discard(tmp)
+            full = None if isinstance(exc, MediaflowError) else store_full_cause(exc)
+            if full is not None:
+                reason = full.strerror or os.strerror(full.errno)
+                raise ArtifactStoreFullError(
+                    f"the artifact store is full: could not write media/{media_id}/{name} ({reason})"
+                ) from exc
+            raise
+
+    def _discard(self, tmp: str) -> None:
+        # Best effort (it may never have been created, a remote store may be unreachable):
+        # the write's own error is the one worth reporting.
+        with contextlib.suppress(Exception):
+            if self.is_local:
+                os.unlink(tmp)
+            else:
+                self.fs.rm_file(tmp)
+
+    def write_bytes(self, media_id: str, name: str, data: bytes) -> str:
+        with self._atomic(media_id, name) as tmp:
+            if self.is_local:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            else:
+                with self.fs.open(tmp, "wb") as fh:
+                    fh.write(data)
+        return self.path(media_id, name)
 
     def write_text(self, media_id: str, name: str, text: str) -> str:
         return self.write_bytes(media_id, name, text.encode("utf-8"))
@@ -103,21 +175,34 @@ class ArtifactStore:
 
     @contextlib.contextmanager
     def writing_file(self, media_id: str, name: str) -> Iterator[Path]:
-        """A local path to write an artifact to (e.g. by ffmpeg); moved in on success."""
-        self.fs.makedirs(self._media_dir(media_id), exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix="mediaflow-") as tmp:
-            local = Path(tmp) / name
-            yield local
-            if self.is_local:
-                shutil.move(str(local), self.path(media_id, name))
-            else:
-                self.fs.put_file(str(local), self.path(media_id, name))
+        """A local path to write an artifact to (e.g. by ffmpeg), moved into place on success.
+
+        Local stores hand out a .part name in the media's directory (it keeps the artifact's
+        extension, which tools like ffmpeg go by): no copy, an atomic rename. Remote stores get
+        a file in a local temp dir, uploaded to a .part key and moved. A writer that leaves no
+        file stores nothing; an exception stores nothing and is re-raised."""
+        suffix = Path(name).suffix
+        if self.is_local:
+            with self._atomic(media_id, name, suffix=suffix, optional=True) as tmp:
+                yield Path(tmp)
+                if os.path.exists(tmp):
+                    _fsync(tmp)
+            return
+        with tempfile.TemporaryDirectory(prefix="mediaflow-") as staging:
+            with self._atomic(media_id, name, optional=True) as tmp:
+                local = Path(staging) / name
+                yield local
+                if local.exists():
+                    self.fs.put_file(str(local), tmp)
 
     def put_file(self, media_id: str, name: str, local: Path) -> str:
-        target = self.path(media_id, name)
-        self.fs.makedirs(self._media_dir(media_id), exist_ok=True)
-        self.fs.put_file(str(local), target)
-        return target
+        with self._atomic(media_id, name) as tmp:
+            if self.is_local:
+                shutil.copyfile(local, tmp)
+                _fsync(tmp)
+            else:
+                self.fs.put_file(str(local), tmp)
+        return self.path(media_id, name)
 
     def delete(self, media_id: str, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
