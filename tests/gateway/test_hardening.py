@@ -624,20 +624,44 @@ def test_job_and_media_ids_derive_from_the_bytes_for_both_backends():
 
 
 async def test_uploads_left_staged_by_a_dead_process_are_dropped_at_start(client):
+    # At start (and every minute) a staging dir goes when its owner is provably dead or its
+    # lease is stale; a live upload, of this process or of another replica, is kept.
+    import json
     import os
+    import subprocess
 
-    from mediaflow_gateway.api.upload import staging_root
+    from mediaflow_gateway.api import upload
 
     backend = client.app.state.backend
-    root = staging_root(backend.store)
-    old, fresh = f"{root}/{'a' * 32}", f"{root}/{'b' * 32}"
-    for path in (old, fresh):
+    root = upload.staging_root(backend.store)
+    me = upload.this_process()
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # reaped: its pid names no process now
+    now, stale = time.time(), time.time() - 2 * upload.LEASE_STALE_SECONDS
+    two_days_ago = now - 2 * 86400
+    cases = {  # name: (owner file or None, its age stamp, kept)
+        "legacy-old": (None, two_days_ago, False),  # an older gateway's, untouched for a day
+        "legacy-fresh": (None, now, True),  # an older gateway's, maybe still arriving
+        "dead-here": ({**me, "pid": gone.pid}, now, False),  # this host, its process is gone: at once
+        "restarted-here": ({**me, "started": "another-boot:1"}, now, False),  # same pid, another process
+        "live-here": (me, now, True),  # this process: an upload in flight
+        "live-here-stale": (me, stale, False),  # alive but no longer refreshing: a leak
+        "other-replica": ({**me, "host": "another-replica", "pid": 1}, now, True),  # its lease is fresh
+        "other-replica-dead": ({**me, "host": "another-replica", "pid": 1}, stale, False),
+    }
+    for name, (owner, stamp, _) in cases.items():
+        path = f"{root}/{name}"
         os.makedirs(path)
         with open(f"{path}/source.mp4", "wb") as fh:
             fh.write(b"partial")
-    two_days_ago = time.time() - 2 * 86400
-    os.utime(old, (two_days_ago, two_days_ago))
-    await asyncio.to_thread(backend._clean_staging)
-    assert staged_uploads(client.app) == [fresh]  # one still arriving (another replica) is kept
-    await asyncio.to_thread(backend.store.fs.rm, fresh, recursive=True)
+        if owner is not None:
+            with open(f"{path}/{upload.OWNER_FILE}", "w") as fh:
+                json.dump(owner, fh)
+            os.utime(f"{path}/{upload.OWNER_FILE}", (stamp, stamp))
+        os.utime(path, (stamp, stamp))
+    removed = await asyncio.to_thread(backend._clean_staging)
+    assert set(removed) <= {f"{root}/{n}" for n, (_, _, kept) in cases.items() if not kept}  # (or the janitor's)
+    assert sorted(staged_uploads(client.app)) == sorted(f"{root}/{n}" for n, (_, _, kept) in cases.items() if kept)
+    for name in ("legacy-fresh", "live-here", "other-replica"):
+        await asyncio.to_thread(backend.store.fs.rm, f"{root}/{name}", recursive=True)
     assert_clean(client)

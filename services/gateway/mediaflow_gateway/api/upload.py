@@ -10,14 +10,27 @@ parts, ``MAX_HEADER_BYTES`` of headers per part and ``MAX_FIELD_BYTES`` per form
 
 The staged file is moved under its media id by :func:`adopt` once the caller knows the
 id; on any failure (a refusal, a client that went away) the staging dir is removed.
+
+A process killed mid-upload cannot remove its staging dir, so each one names its owner
+in ``owner.json`` (host, pid, process start, see :func:`this_process`), rewritten every
+``LEASE_REFRESH_SECONDS`` while the upload is open (a lease). The backend drops a dir at
+start and periodically when its owner is provably dead (this host, that process is gone)
+or its lease is older than ``LEASE_STALE_SECONDS`` (an owner on another replica that
+stopped refreshing): see :func:`stale_staging` and ``Backend._clean_staging``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
+import json
+import os
 import posixpath
+import socket
+import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -37,6 +50,10 @@ KEPT_FIELDS = ("title", "language")
 MULTIPART_OVERHEAD = 64 * 1024  # headers, boundaries and small fields around the file
 WRITE_BLOCK = 1 << 20
 STAGING = "incoming"
+OWNER_FILE = "owner.json"
+LEASE_REFRESH_SECONDS = 15.0  # a live upload rewrites its owner file this often
+LEASE_STALE_SECONDS = 120.0  # an owner file older than this: its upload is dead
+UNOWNED_STALE_SECONDS = 24 * 3600.0  # a dir without an owner file (written by an older version)
 
 
 @dataclass
@@ -58,6 +75,99 @@ class StagedUpload:
 
 def staging_root(store: ArtifactStore) -> str:
     return f"{store.root}/{STAGING}"
+
+
+# -- ownership ------------------------------------------------------------------------------
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def _start_ticks(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, /proc/<pid>/stat field 22)."""
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    fields = stat[stat.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return fields[19] if len(fields) > 19 else None
+
+
+@functools.cache
+def _boot_id() -> str:
+    return (_read("/proc/sys/kernel/random/boot_id") or "").strip()
+
+
+def this_process() -> dict[str, str | int]:
+    """This process, as an owner: host name, pid, and its start (boot id + start ticks: a
+    reused pid, or the same pid in a restarted container, is another process)."""
+    ticks = _start_ticks(os.getpid())
+    return {"host": socket.gethostname(), "pid": os.getpid(),
+            "started": f"{_boot_id()}:{ticks}" if ticks is not None else ""}
+
+
+def owner_alive(owner: dict) -> bool | None:
+    """Whether the process ``owner`` names runs: True, False, or None when that cannot be
+    known from here (another host: another replica, or this host's pids are not visible)."""
+    if owner.get("host") != socket.gethostname():
+        return None
+    pid, started = owner.get("pid"), owner.get("started")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return started == this_process()["started"]
+    ticks = _start_ticks(pid)
+    if ticks is not None:
+        return bool(started) and started == f"{_boot_id()}:{ticks}"
+    if os.path.isdir("/proc/self"):  # /proc is there and has no such pid
+        return False
+    try:  # no /proc (macOS): whether the pid exists; a reused pid looks alive (the lease then decides)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_owner(store: ArtifactStore, staging_dir: str) -> None:
+    owner = {**this_process(), "refreshed": time.time()}
+    store.fs.pipe_file(f"{staging_dir}/{OWNER_FILE}", json.dumps(owner).encode())
+
+
+def stale_staging(store: ArtifactStore, staging_dir: str, *, age: float) -> bool:
+    """Whether staging dir ``staging_dir`` is left by a dead upload (so may be removed).
+
+    ``age``: seconds since anything in the dir was last written. With an owner file: its
+    owner is provably dead (at once), or its lease (the owner file's age) is stale; a live
+    upload, here or on another replica, refreshes its lease and is kept. Without one (an
+    older gateway's upload): ``UNOWNED_STALE_SECONDS`` since the last write."""
+    path = f"{staging_dir}/{OWNER_FILE}"
+    try:
+        owner = json.loads(store.fs.cat_file(path))
+        info = store.fs.info(path)
+    except FileNotFoundError:
+        return age > UNOWNED_STALE_SECONDS
+    except (OSError, ValueError):  # unreadable: judged by its lease alone
+        owner, info = {}, None
+    if not isinstance(owner, dict):
+        owner = {}
+    if owner and owner_alive(owner) is False:
+        return True
+    written = stamp(info) if info else None
+    lease_age = time.time() - written if written is not None else age
+    return lease_age > LEASE_STALE_SECONDS
+
+
+def stamp(info: dict) -> float | None:
+    """When an fsspec entry was last written (``mtime``, or an object's ``LastModified``)."""
+    modified = info.get("mtime") or info.get("LastModified")
+    if hasattr(modified, "timestamp"):
+        return modified.timestamp()
+    return float(modified) if modified is not None else None
 
 
 def discard(store: ArtifactStore, staging_dir: str) -> None:
@@ -105,6 +215,8 @@ class _FileSink:
         self.artifact = ""
         self._fh = None
         self._buffer = bytearray()
+        self._lease_lock = threading.Lock()  # a lease refresh never recreates a discarded dir
+        self._closed = False
 
     async def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -134,8 +246,31 @@ class _FileSink:
         if self.media_type is None:
             raise ApiError(415, "the upload is not an audio or video file (unrecognized content)")
         self.artifact = "source" + self.media_type.extension
+        self._fh = await asyncio.to_thread(self._create)
+
+    def _create(self):
+        # The owner file first: a dir never holds upload bytes without naming its owner.
         self.store.fs.makedirs(self.staging_dir, exist_ok=True)
-        self._fh = await asyncio.to_thread(self.store.fs.open, f"{self.staging_dir}/{self.artifact}", "wb")
+        _write_owner(self.store, self.staging_dir)
+        return self.store.fs.open(f"{self.staging_dir}/{self.artifact}", "wb")
+
+    async def keep_lease(self) -> None:
+        """Rewrite the owner file every ``LEASE_REFRESH_SECONDS`` while the upload is open
+        (whether or not bytes arrive), so that no other replica takes it for dead."""
+        while True:
+            await asyncio.sleep(LEASE_REFRESH_SECONDS)
+            if self._fh is not None:
+                with contextlib.suppress(Exception):  # a failed refresh: the next one may succeed
+                    await asyncio.to_thread(self._refresh)
+
+    def _refresh(self) -> None:
+        with self._lease_lock:
+            if not self._closed:
+                _write_owner(self.store, self.staging_dir)
+
+    def _close_lease(self) -> None:
+        with self._lease_lock:
+            self._closed = True
 
     async def finish(self) -> None:
         if self._fh is None:
@@ -144,10 +279,12 @@ class _FileSink:
             await self._open()
             self._buffer, self.head = self.head, bytearray()
         await self._flush()
+        await asyncio.to_thread(self._close_lease)
         fh, self._fh = self._fh, None
         await asyncio.to_thread(fh.close)
 
     def abort(self) -> None:
+        self._close_lease()
         if self._fh is not None:
             with contextlib.suppress(Exception):
                 self._fh.close()
@@ -226,6 +363,7 @@ async def receive_upload(request: Request, store: ArtifactStore, max_bytes: int)
         "on_header_value": on_header_value, "on_header_end": on_header_end,
         "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
     })
+    lease = asyncio.create_task(sink.keep_lease())
     try:
         async for chunk in request.stream():
             parser.write(chunk)
@@ -244,6 +382,8 @@ async def receive_upload(request: Request, store: ArtifactStore, max_bytes: int)
     except BaseException:  # 413/415 on the way, a client that went away, a cancelled request
         sink.abort()
         raise
+    finally:
+        lease.cancel()
     fields = {p.name: p.data.decode("utf-8", "replace") for p in parts if p.keep}
     return StagedUpload(
         staging_dir=sink.staging_dir,

@@ -35,6 +35,7 @@ from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_gateway.sniff import MIME_BY_EXTENSION
 
 log = logging.getLogger(__name__)
+STAGING_CLEAN_SECONDS = 60.0  # how often the staging area is checked for dead uploads
 
 
 @dataclass
@@ -64,6 +65,7 @@ class Backend(ABC):
         self.index_lock = threading.Lock()
         self.seeker = SeekRefiner(pipeline)
         self._submit_locks: dict[str, list] = {}  # job id -> [asyncio.Lock, users]
+        self._janitor: asyncio.Task | None = None
 
     @property
     def store(self):
@@ -76,30 +78,50 @@ class Backend(ABC):
     async def start(self) -> None:
         log.info("%s backend: artifacts at %s", self.kind, self.store.root_uri)
         await asyncio.to_thread(self._clean_staging)
+        self._janitor = asyncio.create_task(self._clean_periodically(), name="staging-janitor")
 
-    def _clean_staging(self, max_age_seconds: float = 24 * 3600) -> None:
-        """Drop uploads left in the staging area by a process that died mid-upload."""
-        from mediaflow_gateway.api.upload import staging_root
+    async def _clean_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STAGING_CLEAN_SECONDS)
+            try:
+                await asyncio.to_thread(self._clean_staging)
+            except Exception:  # noqa: BLE001 - a store hiccup: the next round retries
+                log.warning("cleaning the upload staging area failed", exc_info=True)
 
-        root = staging_root(self.store)
+    def _clean_staging(self) -> list[str]:
+        """Drop uploads left in the staging area by a process that died mid-upload: a dir
+        whose owner is provably dead (this host, that process is gone: at once), whose
+        lease went stale (another replica that stopped refreshing it), or, without an owner
+        file (an older gateway's), untouched for ``UNOWNED_STALE_SECONDS``. A live
+        upload, of this process or of another replica sharing the store, is kept (see
+        ``api.upload.stale_staging``). Returns the dirs removed."""
+        from mediaflow_gateway.api import upload
+
+        root = upload.staging_root(self.store)
         try:
             entries = self.store.fs.ls(root, detail=True)
         except FileNotFoundError:
-            return
-        def stamp(info: dict) -> float | None:
-            modified = info.get("mtime") or info.get("LastModified")
-            return modified.timestamp() if hasattr(modified, "timestamp") else modified
-
+            return []
+        removed = []
         for entry in entries:
             # A local dir has an mtime; an object-store prefix has none: its newest object then.
-            stamps = [stamp(entry)] if stamp(entry) is not None else [
-                stamp(info) for info in self.store.fs.find(entry["name"], detail=True).values()]
-            stamps = [float(s) for s in stamps if s is not None]
-            if not stamps or time.time() - max(stamps) > max_age_seconds:
+            stamps = [upload.stamp(entry)] if upload.stamp(entry) is not None else [
+                upload.stamp(info) for info in self.store.fs.find(entry["name"], detail=True).values()]
+            stamps = [s for s in stamps if s is not None]
+            age = time.time() - max(stamps) if stamps else float("inf")
+            if upload.stale_staging(self.store, entry["name"], age=age):
                 with contextlib.suppress(FileNotFoundError):
                     self.store.fs.rm(entry["name"], recursive=True)
+                removed.append(entry["name"])
+        if removed:
+            log.info("dropped %d upload(s) left in the staging area by dead processes", len(removed))
+        return removed
 
     async def stop(self) -> None:
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
         if self.owns_pipeline:
             self.pipeline.close()
 
