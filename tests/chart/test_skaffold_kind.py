@@ -177,11 +177,12 @@ def test_every_skaffold_image_is_a_dockerfile_target_the_chart_uses():
             assert artifact["docker"]["target"] in TARGETS, artifact
             assert artifact["docker"]["dockerfile"] == "images/Dockerfile"
             role = roles[artifact["image"]]
-            key = artifact["image"].replace("/", "_")
+            key = re.sub(r"[/\-.:]", "_", artifact["image"])  # as template_env: skaffold's env names
             assert templates[f"images.{role}.repository"] == f"{{{{.IMAGE_REPO_{key}}}}}"
             assert templates[f"images.{role}.tag"] == f"{{{{.IMAGE_TAG_{key}}}}}@{{{{.IMAGE_DIGEST_{key}}}}}"
             # release targets outside the dev profile; the dev profile swaps in <role>-dev
-            expected = f"{role}-dev" if "dev" in profiles and artifact.get("sync") else role
+            target = re.sub(r"(?<=[a-z])(?=[A-Z])", "-", role).lower()  # images.llmGpu: target llm-gpu
+            expected = f"{target}-dev" if "dev" in profiles and artifact.get("sync") else target
             assert artifact["docker"]["target"] == expected, (profiles, artifact)
 
 

