@@ -23,7 +23,7 @@ from mediaflow.samples import PASSAGES, make_sample
 from mediaflow.stores import ArtifactStore
 from mediaflow.stores.artifacts import PART_PATTERN
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root"), pytest.mark.fault]
 
 PAGE = 4096
 MEDIA = "media-one"

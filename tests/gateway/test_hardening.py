@@ -32,7 +32,7 @@ from tests.gateway.conftest import (
     tone,
 )
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.bad_input]
 BODY_LIMIT = 64 * 1024
 KEY = [(b"authorization", f"Bearer {API_KEY}".encode())]
 MISSING_KEY = "missing bearer API key (Authorization: Bearer <key>)"

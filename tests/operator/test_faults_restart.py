@@ -34,7 +34,7 @@ from mediaflow_operator.jobs import job_name
 from tests.conftest import REPO, free_port
 from tests.operator.conftest import JOBS, MEDIAJOBS, NAMESPACE, OPERATOR_MAIN, Flaky, UvicornThread
 
-pytestmark = pytest.mark.asyncio(loop_scope="function")
+pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.fault]
 
 COLLECTION = "restarttest"
 

@@ -30,7 +30,7 @@ from mediaflow_operator.jobs import job_name
 from tests.conftest import REPO, wer
 from tests.operator.conftest import JOBS, NAMESPACE, OPERATOR_MAIN, Flaky, UvicornThread
 
-pytestmark = pytest.mark.asyncio(loop_scope="function")
+pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.fault]
 
 COLLECTION = "faulttr"
 MAX_WER = 0.2

@@ -30,7 +30,7 @@ from mediaflow_operator.jobs import job_name
 from tests.conftest import REPO, free_port
 from tests.operator.conftest import JOBS, NAMESPACE, OPERATOR_MAIN
 
-pytestmark = pytest.mark.asyncio(loop_scope="function")
+pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.fault]
 
 PEERING_NAME = "mediaflow-test"
 PEERINGS = f"/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings"

@@ -26,6 +26,7 @@ from mediaflow.config import Settings
 from mediaflow.engines.remote import RemoteTranscriber, transcription_key
 from tests.conftest import REPO, free_port, wer
 
+pytestmark = pytest.mark.fault
 MAX_WER = 0.15
 
 
