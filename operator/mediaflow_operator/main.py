@@ -10,7 +10,7 @@ import argparse
 import kopf
 
 from mediaflow.crd import GROUP, PLURAL, VERSION
-from mediaflow_operator.handlers import deletion, health, jobs_watch, lifecycle, mediajob
+from mediaflow_operator.handlers import deletion, health, jobs_watch, lifecycle, mediajob, rerun
 from mediaflow_operator.jobs import MANAGED_BY, MANAGED_BY_LABEL
 from mediaflow_operator.settings import OperatorSettings
 
@@ -21,6 +21,7 @@ kopf.on.probe(id="pending")(health.pending_mediajobs)
 
 kopf.daemon(GROUP, VERSION, PLURAL, id="pipeline", cancellation_timeout=5.0)(mediajob.run_mediajob)
 kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")(deletion.delete_media)
+kopf.on.field(GROUP, VERSION, PLURAL, id="rerun", field=rerun.RERUN_FIELD)(rerun.rerun_requested)
 kopf.on.event("batch", "v1", "jobs", labels={MANAGED_BY_LABEL: MANAGED_BY})(jobs_watch.job_event)
 
 

@@ -111,6 +111,11 @@ class Runtime:
     daemons: dict[str, asyncio.Task] = field(default_factory=dict)
     stages_in_flight: dict[str, Future] = field(default_factory=dict)
     run_stage: StageRunner | None = None
+    # Rerun requests (the mediaflow.dev/rerun annotation): the handler wakes the MediaJob's daemon,
+    # which waits after a failure. kopf counts a daemon's retries for its whole life, so a rerun
+    # notes the count it began at: each rerun gets the full stage_retries again.
+    reruns: dict[str, asyncio.Event] = field(default_factory=dict)
+    retry_base: dict[str, int] = field(default_factory=dict)
     metrics_server: Any = None  # prometheus_client's WSGI server, shut down at cleanup
     # Stages block a thread for seconds to minutes; their own pool keeps them from starving
     # the short artifact-store calls queued on the loop's default executor.

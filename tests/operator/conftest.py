@@ -47,7 +47,7 @@ class UvicornThread:
 
     def __enter__(self) -> UvicornThread:
         self.thread.start()
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # the app loads its model at startup: slow on a busy CPU
         while not self.server.started:
             if time.monotonic() > deadline:
                 raise TimeoutError("uvicorn did not start")

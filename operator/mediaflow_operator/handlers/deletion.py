@@ -49,6 +49,8 @@ async def delete_media(name: str, namespace: str, logger, **_) -> None:
     await asyncio.to_thread(rt.pipeline.delete, media_id)
     rt.jobs.forget(jobs_ns, job)
     rt.deleting.discard(key)
+    rt.reruns.pop(key, None)
+    rt.retry_base.pop(key, None)
     rt.phases.pop(key, None)
     metrics.publish_phases(rt.phases)
     logger.info("deleted the Job, points and artifacts of media %s", media_id)

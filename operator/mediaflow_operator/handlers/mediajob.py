@@ -4,6 +4,10 @@ Resume rules (operator restarted mid-way): a stage whose condition is True is
 skipped; the worker Job has a deterministic name, so an existing one is followed
 rather than created again; pipeline stages skip work whose artifact already
 validates, and Qdrant point ids are deterministic, so nothing is duplicated.
+
+A Failed job keeps its daemon: it waits for a rerun request (:mod:`.rerun`), then runs
+again by the same rules, so only the stages not done run (a failed worker Job is
+deleted first and made again under its name).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from mediaflow.spec import MediaJobSpec
 from mediaflow.stages import STAGES
 from mediaflow_operator import metrics, runtime
 from mediaflow_operator.conditions import is_true, now, set_condition
+from mediaflow_operator.handlers import rerun
 from mediaflow_operator.jobs import JOB_STAGES, extract_job, job_name, job_namespace, job_outcome
 
 TOTAL_WEIGHT = sum(s.weight for s in STAGES)
@@ -91,6 +96,12 @@ class MediaJobRun:
         self.status.finished_at = finished
         self.status.duration = _duration(self.status.started_at, finished)
         self.condition("Ready", "True" if phase == "Succeeded" else "False", reason, message)
+        if phase == "Failed":
+            # What the finished stages made stays (transcript, chunks, points): a rerun resumes from it.
+            try:
+                await asyncio.to_thread(_fill_outputs, self)
+            except Exception as exc:  # the failure is reported all the same
+                self.logger.warning("outputs of media %s not read: %s", self.media_id, exc)
         await self.save()
         (kopf.info if phase == "Succeeded" else kopf.warn)(self.body, reason=reason, message=message)
 
@@ -106,12 +117,100 @@ async def run_mediajob(body: kopf.Body, spec, stopped, retry: int, logger, **_) 
             # The CRD schema catches most of this; the model also checks what CEL cannot see.
             await run.finish("Failed", "InvalidSpec", str(exc)[:1000])
             return
-        if run.status.phase not in TERMINAL_PHASES:
-            await _process(run, job_spec, retry, stopped)
-        await _expire(run, job_spec, stopped)
+        if run.status.started_at is None:
+            # A rerun annotation the MediaJob was created with asks for nothing.
+            run.status.observed_rerun = rerun.requested(body)
+        while not stopped:
+            if run.status.phase not in TERMINAL_PHASES:
+                retries = max(0, retry - run.rt.retry_base.get(run.key, 0))
+                await _process(run, job_spec, retries, stopped)
+                if run.status.phase not in TERMINAL_PHASES:
+                    return  # stopped, or the MediaJob is being deleted
+            if (value := _rerun_wanted(run)) is not None:
+                run.rt.retry_base[run.key] = retry  # the rerun's stages get every retry again
+                if await _rerun(run, value, stopped):
+                    continue
+                return
+            if not await _idle(run, job_spec, stopped):
+                return
     finally:
         if run.rt.daemons.get(run.key) is task:
             del run.rt.daemons[run.key]
+            run.rt.reruns.pop(run.key, None)
+
+
+def _rerun_wanted(run: MediaJobRun) -> str | None:
+    """The new rerun annotation value of a Failed job, if there is one."""
+    value = rerun.requested(run.body)
+    if run.status.phase != "Failed" or value is None or value == run.status.observed_rerun:
+        return None
+    return value
+
+
+async def _rerun(run: MediaJobRun, value: str, stopped) -> bool:
+    """Back to Pending, keeping every True condition; False when stopped meanwhile."""
+    if not run.done("extract_audio") and not await _drop_failed_job(run, stopped):
+        return False
+    run.status.observed_rerun = value
+    message = f"{rerun.RERUN_ANNOTATION}={value}: running the stages not done"
+    run.status.phase, run.status.reason, run.status.message = "Pending", "RerunRequested", message
+    run.status.started_at, run.status.finished_at, run.status.duration = now(), None, None
+    for cond in list(run.status.conditions):
+        if cond.status == "False" or cond.type == "Ready":
+            run.condition(cond.type, "Unknown", "RerunRequested", message)
+    await run.save()
+    kopf.info(run.body, reason="RerunRequested", message=message)
+    return True
+
+
+async def _drop_failed_job(run: MediaJobRun, stopped) -> bool:
+    """Delete the failed worker Job (foreground) and wait until it is gone, so it can be made again."""
+    rt, name, namespace = run.rt, job_name(run.namespace, run.name), run.job_namespace
+    job = rt.jobs.latest(namespace, name) or await rt.kube.get_job(namespace, name)
+    if job is None or (job_outcome(job) or ("",))[0] == "True":
+        return True  # gone already (its TTL), or it completed: followed as it is
+    await rt.kube.delete_job(namespace, name)
+    deadline = time.monotonic() + 120  # foreground: until its pods have ended too
+    while await rt.kube.get_job(namespace, name) is not None:
+        if stopped or run.deleting:
+            return False
+        if time.monotonic() > deadline:
+            raise kopf.TemporaryError(f"waiting for the failed Job {name} to go", delay=5)
+        await rt.jobs.wait(namespace, name, timeout=1.0)
+    rt.jobs.forget(namespace, name)  # its last state must not be taken for the new Job's
+    return True
+
+
+async def _until(stopped) -> None:
+    await stopped.wait()
+
+
+async def _idle(run: MediaJobRun, spec: MediaJobSpec, stopped) -> bool:
+    """A finished job waits for a rerun request, its ttlSecondsAfterFinished or the operator's stop.
+
+    True: look at the rerun annotation again. False: the daemon ends (stopped, or the
+    MediaJob was deleted at its TTL; the finalizer cleans up).
+    """
+    ttl = spec.ttl_seconds_after_finished
+    left = None
+    if ttl is not None and run.status.finished_at is not None:
+        left = max(0.0, ttl - (now() - run.status.finished_at).total_seconds())
+    elif run.status.phase == "Succeeded":
+        return False  # nothing more can happen to it: no task kept per finished job
+    wakeup = rerun.wakeup(run.key)
+    waiters = {asyncio.ensure_future(wakeup.wait()), asyncio.ensure_future(_until(stopped))}
+    try:
+        done, _ = await asyncio.wait(waiters, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    wakeup.clear()
+    if stopped or run.deleting:
+        return False
+    if not done:  # the TTL ran out
+        await run.rt.kube.delete_mediajob(run.namespace, run.name)
+        return False
+    return True
 
 
 async def _process(run: MediaJobRun, spec: MediaJobSpec, retry: int, stopped) -> None:
@@ -164,7 +263,7 @@ async def _worker_job(run: MediaJobRun, spec: MediaJobSpec, stopped) -> bool:
         # Job (deterministic name) is adopted, so there is never a second one.
         job, created = await rt.kube.create_job(extract_job(run.body, run.media_id, spec, rt.settings))
         for stage in JOB_STAGES:
-            if stage not in run.status.stages:
+            if not run.done(stage):
                 _begin(run, stage, "JobCreated", f"Job {name} created")
         await run.save()
         if created:
@@ -250,15 +349,3 @@ def _fill_outputs(run: MediaJobRun) -> None:
         out.points = index.points
     if summary := store.read_model(media_id, "summary.json", SummaryRecord):
         out.summary_excerpt = summary.text[:500]
-
-
-async def _expire(run: MediaJobRun, spec: MediaJobSpec, stopped) -> None:
-    """ttlSecondsAfterFinished: delete the finished MediaJob (the finalizer cleans up)."""
-    ttl = spec.ttl_seconds_after_finished
-    if ttl is None or run.status.finished_at is None:
-        return
-    left = ttl - (now() - run.status.finished_at).total_seconds()
-    if left > 0:
-        await stopped.wait(left)
-    if not stopped:
-        await run.rt.kube.delete_mediajob(run.namespace, run.name)

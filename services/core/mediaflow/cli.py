@@ -22,7 +22,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from mediaflow.config import get_settings  # noqa: E402
-from mediaflow.errors import MediaflowError  # noqa: E402
+from mediaflow.errors import InvalidMediaError, MediaflowError  # noqa: E402
 from mediaflow.stages import STAGES  # noqa: E402
 from mediaflow.subtitles import mmss  # noqa: E402
 
@@ -39,6 +39,17 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on
 def _fail(message: str, code: int = 1) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _stage_failure(exc: MediaflowError, stage: str | None) -> str:
+    """The one-line reason of a failed ``process``: which stage, why, and whether a rerun resumes."""
+    message = str(exc)
+    if stage is None or stage == "probe" or isinstance(exc, InvalidMediaError):
+        return message  # bad input: nothing of it is kept, so there is nothing to resume
+    message = f"{stage} failed: {message}"
+    if not exc.permanent:
+        message += "; the finished stages are kept: run the same command again to resume"
+    return message
 
 
 def _pipeline():
@@ -86,9 +97,12 @@ def process(
         console=console, disable=as_json or not console.is_terminal and not os.environ.get("MEDIAFLOW_PROGRESS"),
     )
     tasks = {s.name: progress.add_task(s.name, total=1.0, note="") for s in STAGES}
+    failed: list[str] = []
 
     def on_event(event) -> None:
         task = tasks[event.stage]
+        if event.status == "failed":
+            failed.append(event.stage)
         if event.status == "progress":
             progress.update(task, completed=event.fraction)
         elif event.status in ("done", "cached", "skipped"):
@@ -117,7 +131,7 @@ def process(
                     (out_dir / name).write_bytes(pipeline.store.read_bytes(result.media_id, name))
             points = pipeline.index(pipeline.spec_for(result.media_id).stages.index.collection).count(result.media_id)
     except MediaflowError as exc:
-        _fail(str(exc))
+        _fail(_stage_failure(exc, failed[-1] if failed else None))
     if as_json:
         _emit_json({
             "media_id": result.media_id, "title": result.title, "points": points,

@@ -91,6 +91,11 @@ class MediaJobStatus(_Status):
     )
     stages: dict[str, StageTiming] = Field(default_factory=dict, description="Per-stage start/end.")
     outputs: Outputs = Field(default_factory=Outputs)
+    observed_rerun: str | None = Field(
+        default=None,
+        description="The mediaflow.dev/rerun annotation's value when the job started or was last "
+        "rerun. Setting the annotation to another value reruns a Failed job: the stages not done.",
+    )
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

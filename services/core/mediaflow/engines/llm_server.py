@@ -140,11 +140,11 @@ class LocalLLMServer:
             if not _alive(pid):
                 tail = self.log_file.read_text(errors="replace").strip().splitlines()[-3:]
                 raise EngineUnavailableError(
-                    "local vLLM server exited during startup: " + " | ".join(tail)
+                    f"local vLLM server for {self.base_url} exited during startup: " + " | ".join(tail)
                 )
             time.sleep(1.0)
         raise EngineUnavailableError(
-            f"local vLLM server not ready after {self.settings.llm_startup_timeout:.0f} s "
+            f"local vLLM server at {self.base_url} not ready after {self.settings.llm_startup_timeout:.0f} s "
             f"(log: {self.log_file})"
         )
 
