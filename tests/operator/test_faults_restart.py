@@ -18,11 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -31,8 +26,8 @@ from mediaflow.crd import PLURAL
 from mediaflow.status import CONDITION_TYPES, mediajob_media_id
 from mediaflow.stores import VectorIndex
 from mediaflow_operator.jobs import job_name
-from tests.conftest import REPO, free_port
-from tests.operator.conftest import JOBS, MEDIAJOBS, NAMESPACE, OPERATOR_MAIN, Flaky, UvicornThread
+from tests.operator.conftest import JOBS, MEDIAJOBS, NAMESPACE, Flaky, UvicornThread
+from tests.operator.processes import KopfProcess
 
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.fault]
 
@@ -90,48 +85,6 @@ def spec_for(video) -> dict:
             "stages": {"summary": {"enabled": False}, "index": {"collection": COLLECTION}}}
 
 
-class Operator:
-    """One standalone operator process (verbose: kopf logs each daemon invocation)."""
-
-    def __init__(self, env: dict[str, str], log: Path):
-        self.log_path = log
-        env = {**env, "MEDIAFLOW_OPERATOR_METRICS_PORT": str(free_port())}
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "--standalone", "--verbose", "--namespace", NAMESPACE,
-             "--liveness", f"http://127.0.0.1:{free_port()}/healthz", str(OPERATOR_MAIN)],
-            env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def daemon_invocations(self, name: str) -> int:
-        """How often kopf invoked the pipeline daemon of MediaJob ``name`` in this process."""
-        return len(re.findall(rf"\[{NAMESPACE}/{re.escape(name)}\] Daemon 'pipeline' is invoked", self.log()))
-
-    def exited_daemon(self, name: str) -> bool:
-        return re.search(rf"\[{NAMESPACE}/{re.escape(name)}\] Daemon 'pipeline' has exited on its own",
-                         self.log()) is not None
-
-    async def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(self.proc.wait, 10)
-        self._log.close()
-
-    async def stop(self) -> int:
-        # Off the event loop: KMock runs on it and kopf's graceful exit still talks to the API.
-        if self.proc.poll() is None:
-            self.proc.terminate()  # cleanup closes the embedded Qdrant
-            try:
-                await asyncio.to_thread(self.proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 10)
-        if not self._log.closed:
-            self._log.close()
-        return self.proc.returncode
-
-
 def watches(cluster, plural: str) -> int:
     return len([r for r in cluster.requests("GET", f"/{plural}") if "watch=true" in str(r.url)])
 
@@ -139,13 +92,13 @@ def watches(cluster, plural: str) -> int:
 @pytest.fixture
 async def start_operator(cluster, operator_env, embeddings, tmp_path):
     """``await start_operator(**extra_env)``: a new operator process, once it watches MediaJobs and Jobs."""
-    procs: list[Operator] = []
+    procs: list[KopfProcess] = []
     base = {**os.environ, **operator_env, "MEDIAFLOW_EMBEDDING_URL": embeddings.url,
             "MEDIAFLOW_OPERATOR_JOB_RECHECK_SECONDS": "1"}
 
-    async def start(**extra: str) -> Operator:
+    async def start(**extra: str) -> KopfProcess:
         before = watches(cluster, PLURAL), watches(cluster, "jobs")
-        op = Operator({**base, **extra}, tmp_path / f"operator-{len(procs)}.log")
+        op = KopfProcess({**base, **extra}, tmp_path / f"operator-{len(procs)}.log", verbose=True)
         procs.append(op)
 
         def watching() -> bool:

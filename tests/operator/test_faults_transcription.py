@@ -13,11 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import httpx
 import pytest
@@ -27,8 +23,9 @@ from mediaflow.models import Transcript
 from mediaflow.status import mediajob_media_id
 from mediaflow.stores import ArtifactStore, VectorIndex
 from mediaflow_operator.jobs import job_name
-from tests.conftest import REPO, wer
-from tests.operator.conftest import JOBS, NAMESPACE, OPERATOR_MAIN, Flaky, UvicornThread
+from tests.conftest import wer
+from tests.operator.conftest import JOBS, NAMESPACE, Flaky, UvicornThread
+from tests.operator.processes import KopfProcess
 
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.fault]
 
@@ -76,43 +73,13 @@ def transcription_service(held):
         yield server
 
 
-class OperatorSubprocess:
-    def __init__(self, env: dict[str, str], log: Path):
-        self.log_path = log
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "--standalone", "--namespace", NAMESPACE, str(OPERATOR_MAIN)],
-            env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(self.proc.wait, 10)
-        self._log.close()
-
-    async def stop(self) -> int:
-        # off the event loop: KMock runs on it, and kopf's graceful exit still talks to it
-        if self.proc.poll() is None:
-            self.proc.terminate()  # kopf's cleanup closes the embedded Qdrant
-            try:
-                await asyncio.to_thread(self.proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 10)
-        if not self._log.closed:
-            self._log.close()
-        return self.proc.returncode
-
-
 @pytest.fixture
 async def start_operator(operator_env, tmp_path):
     env = {**os.environ, **operator_env, "HF_HUB_OFFLINE": "1"}
-    started: list[OperatorSubprocess] = []
+    started: list[KopfProcess] = []
 
-    def start() -> OperatorSubprocess:
-        started.append(OperatorSubprocess(env, tmp_path / f"operator-{len(started)}.log"))
+    def start() -> KopfProcess:
+        started.append(KopfProcess(env, tmp_path / f"operator-{len(started)}.log"))
         return started[-1]
 
     yield start

@@ -12,13 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
-import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
-from pathlib import Path
 
 import kmock as km
 import pytest
@@ -27,8 +22,8 @@ from mediaflow.config import Settings
 from mediaflow.status import mediajob_media_id
 from mediaflow.stores import VectorIndex
 from mediaflow_operator.jobs import job_name
-from tests.conftest import REPO, free_port
-from tests.operator.conftest import JOBS, NAMESPACE, OPERATOR_MAIN
+from tests.operator.conftest import JOBS, NAMESPACE
+from tests.operator.processes import KopfProcess
 
 pytestmark = [pytest.mark.asyncio(loop_scope="function"), pytest.mark.fault]
 
@@ -42,58 +37,6 @@ COLLECTION = "hatest"
 def llm_url() -> str:
     """Summaries are off here: the operator needs an LLM endpoint set, never calls it."""
     return "http://127.0.0.1:9/v1"
-
-
-class Operator:
-    """One operator process; kopf's peer identity is its POD_ID (as a pod's name would be)."""
-
-    def __init__(self, peer_id: str, env: dict[str, str], log: Path, api_url: str):
-        self.peer_id, self.log_path, self.api_url = peer_id, log, api_url.rstrip("/")
-        self.metrics_port, self.liveness_port = free_port(), free_port()
-        env = {**env, "POD_ID": peer_id, "MEDIAFLOW_OPERATOR_METRICS_PORT": str(self.metrics_port)}
-        self._log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kopf", "run", "--namespace", NAMESPACE,
-             "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz", str(OPERATOR_MAIN)],
-            env=env, cwd=REPO, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def handled(self, name: str) -> bool:
-        """Did this process act on MediaJob ``NAMESPACE/name``: a status patch (its API client logs
-        each request) or a line of kopf's per-object log about its pipeline daemon?"""
-        ours = (rf"PATCH \S*/namespaces/{NAMESPACE}/mediajobs/{re.escape(name)}/status "
-                rf"|\[{NAMESPACE}/{re.escape(name)}\] .*'pipeline'")
-        return re.search(ours, self.log()) is not None
-
-    async def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(self.proc.wait, 10)
-
-    async def stop(self) -> int:
-        # Waited for off the event loop: KMock runs on it, and kopf's graceful exit still talks
-        # to the API (its last peering keep-alive); blocking here would stall both until timeouts.
-        if self.proc.poll() is None:
-            self.proc.terminate()  # kopf's graceful exit: cleanup closes the embedded Qdrant
-            try:
-                await asyncio.to_thread(self.proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                await asyncio.to_thread(self.proc.wait, 10)
-        if not self._log.closed:
-            self._log.close()
-        return self.proc.returncode
-
-    def logged_at(self, text: str, after: datetime | None = None) -> datetime:
-        """When this process first logged ``text`` (after ``after``, if given); kopf's log
-        lines start with a local timestamp."""
-        for line in self.log().splitlines():
-            if text in line:
-                at = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
-                if after is None or at >= after:
-                    return at
-        raise LookupError(f"{text!r} not logged")
 
 
 @pytest.fixture
@@ -116,7 +59,7 @@ async def operators(cluster, peering, operator_env, tmp_path):
     env.update({"MEDIAFLOW_OPERATOR_PEERING_NAME": PEERING_NAME,
                 "MEDIAFLOW_OPERATOR_PEERING_LIFETIME": str(LIFETIME),
                 "MEDIAFLOW_OPERATOR_JOB_RECHECK_SECONDS": "1"})
-    procs = {peer: Operator(peer, env, tmp_path / f"{peer}.log", str(cluster.kmock.url)) for peer in ("operator-a", "operator-b")}
+    procs = {peer: KopfProcess(env, tmp_path / f"{peer}.log", peer_id=peer) for peer in ("operator-a", "operator-b")}
     yield procs
     for proc in procs.values():
         await proc.stop()
