@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import fsspec
+import fsspec.utils
 from pydantic import BaseModel, ValidationError
 
 from mediaflow.errors import ArtifactStoreFullError, MediaflowError
@@ -52,6 +53,15 @@ def _fsync(path: str | Path) -> None:
         os.close(fd)
 
 
+def remote_options(uri: str) -> dict:
+    """fsspec options for ``uri``: object stores without a listings cache. Other processes
+    (the worker Job, the gateway's replicas) write and delete the same keys, and s3fs answers
+    ``exists``/``info`` from a cached parent listing when it has one: a new artifact would
+    stay missing, a deleted one present, for the life of the process."""
+    protocol = fsspec.utils.get_protocol(uri)
+    return {} if protocol in ("file", "local") else {"use_listings_cache": False}
+
+
 def check_media_id(media_id: str) -> str:
     # Media ids become path components and Qdrant filters: keep them boring.
     if not MEDIA_ID_PATTERN.match(media_id):
@@ -62,7 +72,7 @@ def check_media_id(media_id: str) -> str:
 class ArtifactStore:
     def __init__(self, root_uri: str):
         self.root_uri = root_uri.rstrip("/")
-        self.fs, self.root = fsspec.core.url_to_fs(self.root_uri)
+        self.fs, self.root = fsspec.core.url_to_fs(self.root_uri, **remote_options(self.root_uri))
         self.is_local = self.fs.protocol in ("file", ("file", "local")) or "file" in self.fs.protocol
 
     # -- paths -------------------------------------------------------------

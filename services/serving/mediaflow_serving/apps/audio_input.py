@@ -1,7 +1,10 @@
 """Turning request bytes into 16 kHz mono samples, refusing what is not audio.
 
 Every failure is an ``HTTPException`` with a reason: 400 for unreadable media,
-413 for too much of it, 403/404 for artifact URIs out of bounds or missing.
+413 for too much of it, 403/404 for artifact URIs out of bounds or missing. Reading the
+artifact store never ends in a bare 500 either: a store this server has no filesystem
+package for (``s3://`` without s3fs) is 501, access the store refuses 403, an unreachable
+store 503 (worth a retry), any other store error 502.
 """
 
 from __future__ import annotations
@@ -69,23 +72,62 @@ def check_under_root(uri: str, root: str) -> None:
         raise HTTPException(403, f"{uri} is outside the allowed artifact root")
 
 
+def _artifact_fs(uri: str, target: str):
+    scheme = urlparse(uri).scheme
+    try:
+        # no listings cache: other processes write the store (see ArtifactStore)
+        return fsspec.core.url_to_fs(target, **({} if _is_local(uri) else {"use_listings_cache": False}))
+    except ImportError as exc:
+        # a server misconfiguration, the same on every retry: not 500 (which clients retry)
+        raise HTTPException(
+            501, f"this server cannot read {scheme}:// artifacts: {exc} (the filesystem package "
+            f"for {scheme}:// is missing from its image)") from None
+    except ValueError as exc:  # a protocol fsspec does not know
+        raise HTTPException(400, f"unsupported artifact URI {uri}: {exc}") from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    # botocore's EndpointConnectionError/ConnectTimeoutError/ReadTimeoutError, aiohttp's
+    # connector errors, the builtin ConnectionError/TimeoutError: by name, botocore being optional
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(
+        "Connect" in cls.__name__ or "Timeout" in cls.__name__ for cls in type(exc).__mro__)
+
+
+def store_error(uri: str, exc: BaseException) -> HTTPException:
+    """The HTTP answer for an error the artifact store raised reading ``uri``."""
+    if isinstance(exc, HTTPException):
+        return exc
+    if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
+        return HTTPException(404, f"no such artifact: {uri}")
+    if isinstance(exc, PermissionError):
+        return HTTPException(403, f"the artifact store refused access to {uri} "
+                                  f"(check this server's credentials and the bucket policy): {exc}")
+    if _unreachable(exc):
+        return HTTPException(503, f"the artifact store is unreachable reading {uri}: {exc}")
+    return HTTPException(502, f"the artifact store failed reading {uri}: {type(exc).__name__}: {exc}")
+
+
 def fetch_artifact(uri: str, dest: Path, *, root: str, max_bytes: int) -> str:
     """Copy the artifact to ``dest``; its sha256 (hex), computed on the way."""
     check_under_root(uri, root)
     target = _local_path(uri) if _is_local(uri) else uri
-    fs, path = fsspec.core.url_to_fs(target)
-    if not fs.isfile(path):
-        raise HTTPException(404, f"no such artifact: {uri}")
-    if fs.size(path) > max_bytes:
-        raise _too_large(max_bytes)
-    size, digest = 0, hashlib.sha256()
-    with fs.open(path, "rb") as src, dest.open("wb") as out:
-        while chunk := src.read(COPY_CHUNK):
-            size += len(chunk)
-            if size > max_bytes:  # it grew since it was measured
-                raise _too_large(max_bytes)
-            digest.update(chunk)
-            out.write(chunk)
+    fs, path = _artifact_fs(uri, target)
+    try:
+        info = fs.info(path)
+        if info.get("type") != "file":
+            raise HTTPException(404, f"no such artifact: {uri} (not a file)")
+        if int(info.get("size") or 0) > max_bytes:
+            raise _too_large(max_bytes)
+        size, digest = 0, hashlib.sha256()
+        with fs.open(path, "rb") as src, dest.open("wb") as out:
+            while chunk := src.read(COPY_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:  # it grew since it was measured
+                    raise _too_large(max_bytes)
+                digest.update(chunk)
+                out.write(chunk)
+    except Exception as exc:
+        raise store_error(uri, exc) from exc
     return digest.hexdigest()
 
 
