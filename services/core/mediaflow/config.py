@@ -67,12 +67,16 @@ class Settings(BaseSettings):
     llm_port: int = 8765
     llm_startup_timeout: float = 240.0
     remote_timeout: float = 600.0
+    # 8 retries from 1 s doubling to 30 s span >= 60 s even with the worst jitter: a replica
+    # restart plus its model load; with the proxy's 600 s request timeout, 9 attempts that each
+    # re-join the same transcription (Idempotency-Key) cover ~1.5 h of work (tests/serving/test_timeouts.py).
     remote_retries: int = Field(
-        default=4, ge=0, description="Retries of a remote engine call (connection errors, 408/429/5xx).")
+        default=8, ge=0, description="Retries of a remote engine call (connection errors, timeouts, "
+        "408/425/429/502/503/504, a bare 500 from the proxy).")
     remote_backoff: float = Field(
-        default=0.5, ge=0, description="First retry's delay (s); doubled per retry, with jitter.")
+        default=1.0, ge=0, description="First retry's delay (s); doubled per retry, with jitter.")
     remote_max_backoff: float = Field(
-        default=8.0, ge=0, description="Longest delay between retries (a longer Retry-After is obeyed, "
+        default=30.0, ge=0, description="Longest delay between retries (a longer Retry-After is obeyed, "
         "up to 120 s). Retries x this should cover a service restart and its model load.")
 
     # -- transcription -------------------------------------------------------

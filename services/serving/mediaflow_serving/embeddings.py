@@ -4,6 +4,11 @@ concurrent requests merged by ``@serve.batch`` into one ``encode`` call.
 Serve config: ``import_path: mediaflow_serving.embeddings:app``, ``args``
 ``{engine: {...}, serving: {...}}`` as for the transcription app;
 ``serving.embedding_max_batch_size`` / ``embedding_batch_wait_s`` tune the batching.
+
+``check_health`` (every ``health_check_period_s``) embeds one short text, bounded by
+``health_probe_timeout_s``, plus a CUDA device check on a GPU (``mediaflow_serving.health``).
+The probe runs also while requests are in flight: it is one text (milliseconds), runs in its
+own thread next to the batch's ``encode`` rather than behind it, and requests are short.
 """
 
 from __future__ import annotations
@@ -16,12 +21,19 @@ from ray import serve
 from ray.serve import Application
 
 from mediaflow_serving.engines import load_embedder
+from mediaflow_serving.health import HealthCheck, Unhealthy, cuda_probe, embedder_probe, slot_engine
 from mediaflow_serving.settings import ServingSettings
 
 
 class EmbeddingsArgs(BaseModel):
     engine: dict[str, Any] = {}
     serving: dict[str, Any] = {}
+    health_probe_timeout_s: float = 20.0
+
+
+def embeddings_health(app, timeout_s: float = 20.0) -> HealthCheck:
+    """The replica's check over the app built in it (see ``mediaflow_serving.health``)."""
+    return HealthCheck(slot_engine(app), inference=embedder_probe, device=cuda_probe, timeout_s=timeout_s)
 
 
 @serve.deployment(
@@ -35,12 +47,18 @@ class EmbeddingsArgs(BaseModel):
 class EmbeddingsServer:
     def __init__(self, args: EmbeddingsArgs):
         self.args = args
+        self._health: HealthCheck | None = None
+
+    async def check_health(self) -> None:
+        if self._health is None:
+            raise Unhealthy("the app is not built")
+        await self._health()
 
     def __serve_build_asgi_app__(self):
         from mediaflow_serving.apps.embeddings_api import create_app
 
         settings = ServingSettings(**self.args.serving)
-        return create_app(
+        app = create_app(
             partial(load_embedder, self.args.engine),
             batcher=serve.batch(
                 max_batch_size=settings.embedding_max_batch_size,
@@ -49,6 +67,8 @@ class EmbeddingsServer:
             settings=settings,
             metrics_to_ray=True,
         )
+        self._health = embeddings_health(app, self.args.health_probe_timeout_s)
+        return app
 
 
 def app(args: EmbeddingsArgs | dict[str, Any] | None = None) -> Application:

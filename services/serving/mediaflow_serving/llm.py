@@ -42,6 +42,9 @@ class LLMArgs(BaseModel):
     engine_kwargs: dict[str, Any] = {"dtype": "bfloat16", "max_model_len": 2048, "enforce_eager": True}
     env_vars: dict[str, str] = {}
     autoscaling_config: dict[str, Any] = {"min_replicas": 1, "max_replicas": 1}
+    graceful_shutdown_timeout_s: float = Field(
+        default=600, description="How long a replica being stopped (scale-down, upgrade) finishes its "
+        "requests: the proxy's request_timeout_s, so no request in flight is cut.")
     ingress_num_cpus: float | None = Field(
         default=None, description="CPUs for the OpenAI ingress; default 0 on CPU, Ray's default on GPU."
     )
@@ -60,7 +63,8 @@ def llm_config(args: LLMArgs):
     return LLMConfig(
         model_loading_config={"model_id": args.model_id, "model_source": args.model_source},
         engine_kwargs=args.engine_kwargs,
-        deployment_config={"autoscaling_config": args.autoscaling_config},
+        deployment_config={"autoscaling_config": args.autoscaling_config,
+                           "graceful_shutdown_timeout_s": args.graceful_shutdown_timeout_s},
         runtime_env={"env_vars": env},
         **placement,
     )

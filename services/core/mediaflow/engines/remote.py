@@ -9,10 +9,21 @@ HTTP contract (OpenAI-shaped where OpenAI has a shape):
   diarize}``: the service reads the artifact store itself (long media, operator).
 - ``POST {embedding_url}/v1/embeddings`` ``{input: [...], model}`` → OpenAI embeddings.
 
-Connection errors, timeouts, 408/429 and 5xx are retried with exponential backoff
-and jitter (at least the ``Retry-After`` the service asks for), then raise
-``EngineUnavailableError`` (temporary); other 4xx raise ``EngineRequestError``
-(permanent) with the service's reason.
+Only what a retry can fix is retried, with exponential backoff and jitter (at least the
+``Retry-After`` the service asks for), then ``EngineUnavailableError`` (temporary; the
+operator retries the stage later): connection errors, timeouts, 408 (Ray Serve's proxy
+past its ``request_timeout_s``), 425, 429, 502, 503 (Ray Serve: no replica yet, or
+back-pressure), 504, and a 500 that the service says is transient (``Retry-After``) or
+that is not the service's own answer (a bare 500 without its JSON error body: Ray Serve
+answers so for a replica that died mid-request — scaled down, OOM-killed, replaced as
+unhealthy; an exception the app left unhandled looks the same, which is why the apps answer
+their own errors in JSON). Everything else raises ``EngineRequestError`` (permanent: the operator fails
+the MediaJob with the reason) at once, a 500 with the service's error body included: the
+service caught its own bug or misconfiguration (e.g. a missing filesystem module), which
+every retry would meet again, after transcribing again.
+
+The audio file is streamed from disk, reopened for every attempt (never held in memory),
+and so is its hash for the Idempotency-Key.
 
 Transcriptions carry an ``Idempotency-Key`` (draft-ietf-httpapi-idempotency-key-header):
 a hash of the audio bytes and the options that shape the transcript. A retry (the
@@ -30,6 +41,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -37,10 +49,20 @@ from mediaflow.engines.base import ProgressFn
 from mediaflow.errors import EngineRequestError, EngineUnavailableError
 from mediaflow.models import Transcript
 
-RETRYABLE_STATUS = {408, 425, 429, 500, 502, 503, 504}
+RETRYABLE_STATUS = {408, 425, 429, 502, 503, 504}
 # the longest Retry-After obeyed: a service asking for more is retried sooner
 MAX_RETRY_AFTER = 120.0
 IDEMPOTENCY_KEY = "Idempotency-Key"
+HASH_BLOCK = 1024 * 1024
+
+
+def file_sha256(path: Path, block: int = HASH_BLOCK) -> str:
+    """The hex sha256 of a file, read in blocks (a long recording never sits in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -66,6 +88,26 @@ def transcription_key(content_sha256: str, *, model: str, language: str | None, 
     options = {"v": 1, "audio_sha256": content_sha256, "model": model, "language": language or None,
                "align": bool(align), "diarize": bool(diarize)}
     return "tr-" + hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()
+
+
+def _service_error(response: httpx.Response) -> bool:
+    """Whether the body is the service's own OpenAI-shaped error (``{"error": {...}}``)."""
+    if "json" not in response.headers.get("content-type", ""):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and isinstance(body.get("error"), dict)
+
+
+def retryable(response: httpx.Response) -> bool:
+    """Whether a retry can fix this error response (see the module docstring)."""
+    if response.status_code in RETRYABLE_STATUS:
+        return True
+    if response.status_code == 500:
+        return retry_after(response) is not None or not _service_error(response)
+    return False
 
 
 def _reason(response: httpx.Response) -> str:
@@ -104,9 +146,10 @@ def request_with_retries(
         else:
             if response.is_success:
                 return response
-            if response.status_code not in RETRYABLE_STATUS:
+            if not retryable(response):
+                verb = "failed on" if response.status_code >= 500 else "rejected"
                 raise EngineRequestError(
-                    f"{what} rejected the request ({response.status_code}): {_reason(response)}"
+                    f"{what} {verb} the request ({response.status_code}): {_reason(response)}"
                 )
             last = f"{response.status_code}: {_reason(response)}"
             asked = retry_after(response)
@@ -135,9 +178,11 @@ class _RemoteEngine:
         )
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
 
-    def _post(self, path: str, **kwargs) -> httpx.Response:
+    def _post(self, path: str, *, send: Callable[[], httpx.Response] | None = None,
+              **kwargs: Any) -> httpx.Response:
+        """POST with retries; ``send`` (one attempt) replaces ``client.post(path, **kwargs)``."""
         return request_with_retries(
-            lambda: self.client.post(path, **kwargs),
+            send or (lambda: self.client.post(path, **kwargs)),
             what=f"{self.base_url}{path}",
             retries=self.retries,
             backoff=self.backoff,
@@ -158,8 +203,8 @@ class RemoteTranscriber(_RemoteEngine):
 
     def transcribe(self, audio_path: Path, *, language: str | None = None, align: bool = False,
                    diarize: bool = False, on_progress: ProgressFn | None = None) -> Transcript:
-        payload = Path(audio_path).read_bytes()
-        key = transcription_key(hashlib.sha256(payload).hexdigest(), model=self.name,
+        audio_path = Path(audio_path)
+        key = transcription_key(file_sha256(audio_path), model=self.name,
                                 language=language, align=align, diarize=diarize)
         data = {
             "model": self.name,
@@ -170,12 +215,15 @@ class RemoteTranscriber(_RemoteEngine):
         }
         if language:
             data["language"] = language
-        response = self._post(
-            "/v1/audio/transcriptions",
-            data=data,
-            files={"file": (Path(audio_path).name, payload, "audio/wav")},
-            headers={IDEMPOTENCY_KEY: f'"{key}"'},
-        )
+        headers = {IDEMPOTENCY_KEY: f'"{key}"'}
+
+        def send() -> httpx.Response:
+            # reopened per attempt: httpx streams the multipart body from the file
+            with audio_path.open("rb") as audio:
+                return self.client.post("/v1/audio/transcriptions", data=data, headers=headers,
+                                        files={"file": (audio_path.name, audio, "audio/wav")})
+
+        response = self._post("/v1/audio/transcriptions", send=send)
         if on_progress:
             on_progress(1.0)
         return Transcript.model_validate(response.json())
