@@ -61,6 +61,16 @@ class Segment(BaseModel):
     text: str
     words: list[Word] = []
     speaker: str | None = None
+    # How the decoder produced the segment (Whisper's/OpenAI's verbose_json figures); None
+    # when the engine does not report them (transcripts written before they existed, too).
+    # A decoded window (WhisperX: one VAD chunk) may hold several segments, which then share
+    # its seek, temperature, avg_logprob, compression_ratio and no_speech_prob, as in Whisper.
+    seek: int | None = Field(default=None, description="Offset, in 10 ms mel frames, of the decoded window.")
+    tokens: list[int] | None = Field(default=None, description="The model's token ids of the text.")
+    temperature: float | None = Field(default=None, description="Temperature the window was decoded at.")
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
 
 
 class Transcript(BaseModel):

@@ -28,10 +28,17 @@ class SentenceTransformerEmbedder:
         self.dim = int(dimension())
         self.batch_size = batch_size
         self.threads = threads
+        tokenizer = getattr(self.model, "tokenizer", None)
+        self.vocab_size: int | None = len(tokenizer) if tokenizer is not None else None
 
     @classmethod
     def from_settings(cls, settings) -> SentenceTransformerEmbedder:
         return cls(settings.embedding_model, batch_size=settings.embedding_batch_size, threads=settings.threads)
+
+    def detokenize(self, arrays: Sequence[Sequence[int]]) -> list[str]:
+        """Token ids of this model's tokenizer back to text (special tokens dropped: encoding
+        adds them again), for clients that send OpenAI's token arrays."""
+        return self.model.tokenizer.batch_decode([list(ids) for ids in arrays], skip_special_tokens=True)
 
     def embed(
         self, texts: Sequence[str], *, on_progress: ProgressFn | None = None

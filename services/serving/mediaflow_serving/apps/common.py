@@ -1,24 +1,77 @@
 """What both model APIs share: OpenAI-shaped errors, model loading at startup, health,
-metrics and ``/v1/models``."""
+metrics and ``/v1/models``.
+
+Every error, whatever raised it (a route, request validation, FastAPI's own 404/405, an
+unhandled exception), is OpenAI's ``{"error": {"message", "type", "param", "code"}}``:
+``type`` is ``invalid_request_error`` for 4xx and ``server_error`` for 5xx, ``param`` the
+request field at fault (or null), ``code`` the status's name (``not_found``, …)."""
 
 from __future__ import annotations
 
 import contextlib
+import http
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediaflow_serving.metrics import AppMetrics
 
 
-def error_response(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
+def error_kind(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_code(status: int) -> str | None:
+    try:
+        return http.HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    except ValueError:
+        return None
+
+
+def error_response(status: int, message: str, kind: str | None = None, *, param: str | None = None,
+                   code: str | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
     """OpenAI's error body, which the ``openai`` client and ``mediaflow.engines.remote`` read."""
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "code": status}})
+    body = {"message": message, "type": kind or error_kind(status), "param": param,
+            "code": code or error_code(status)}
+    return JSONResponse(status_code=status, content={"error": body}, headers=dict(headers or {}) or None)
+
+
+class ApiError(HTTPException):
+    """An ``HTTPException`` that names the request field at fault (OpenAI's ``param``)."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None):
+        super().__init__(status, message)
+        self.param = param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's HTTPException, routing's 404/405
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        return error_response(exc.status_code, str(exc.detail), param=getattr(exc, "param", None),
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        errors = exc.errors()
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors
+        )
+        fields = [str(e["loc"][1]) for e in errors if len(e.get("loc", ())) > 1]
+        return error_response(400, problems or "invalid request", param=fields[0] if fields else None)
+
+    @app.exception_handler(Exception)  # Starlette still logs it and re-raises to the server
+    async def unhandled_error(request: Request, exc: Exception):
+        return error_response(500, "internal server error")
 
 
 class EngineSlot:
@@ -56,16 +109,7 @@ def create_model_app(
     app.middleware("http")(metrics.middleware)
     started = int(time.time())
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException):
-        return error_response(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in exc.errors()
-        )
-        return error_response(400, problems or "invalid request")
+    install_error_handlers(app)
 
     @app.get("/health")
     async def health():

@@ -6,6 +6,13 @@
 Requests go through ``batcher``: a decorator turning ``encode_many(list of text lists)``
 into ``encode(text list)``. Without Ray each request is its own model call; under Ray
 Serve ``@serve.batch`` merges concurrent requests into one ``encode`` call.
+
+``input`` is what OpenAI takes: a string, a list of strings, a token array or a list of
+token arrays. Token ids are the served model's own tokenizer's (as OpenAI's are its
+models'); they are decoded to text and embedded as text (for a WordPiece model such as
+all-MiniLM-L6-v2 that round-trips to the same ids). Ids outside the vocabulary are a 400:
+tiktoken ids (what LangChain's ``OpenAIEmbeddings`` sends unless told
+``check_embedding_ctx_length=False``) mean nothing to another model's tokenizer.
 """
 
 from __future__ import annotations
@@ -15,12 +22,12 @@ from collections.abc import Awaitable, Callable
 from typing import Literal
 
 import numpy as np
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from mediaflow_serving.apps.common import create_model_app
+from mediaflow_serving.apps.common import ApiError, create_model_app
 from mediaflow_serving.settings import ServingSettings
 
 Vectors = list[list[float]]
@@ -37,7 +44,8 @@ def unbatched(encode_many: EncodeMany) -> Encode:
 
 
 class EmbeddingsRequest(BaseModel):
-    input: str | list[str] = Field(description="One string or a list of strings (token arrays are not supported).")
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A string, a list of strings, a token array or a list of token arrays (the model's token ids).")
     model: str | None = None
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = None
@@ -74,6 +82,32 @@ def count_tokens(engine, texts: list[str]) -> int:
     return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
 
 
+def as_inputs(value) -> tuple[list[str], list[list[int]] | None]:
+    """``input`` as a list of strings or a list of token arrays (the other one None)."""
+    if isinstance(value, str):
+        return [value], None
+    if value and all(isinstance(v, int) for v in value):
+        return [], [list(value)]
+    if value and all(isinstance(v, list) for v in value):
+        return [], [list(v) for v in value]
+    return list(value), None
+
+
+def detokenize(engine, arrays: list[list[int]]) -> list[str]:
+    decode = getattr(engine, "detokenize", None)
+    if decode is None:
+        raise ApiError(400, f"{engine.name} does not take token arrays: send text", param="input")
+    if any(not ids for ids in arrays):
+        raise ApiError(400, "token arrays must not be empty", param="input")
+    vocabulary = getattr(engine, "vocab_size", None)
+    if vocabulary is not None:
+        bad = sorted({t for ids in arrays for t in ids if not 0 <= t < vocabulary})
+        if bad:
+            raise ApiError(400, f"token ids {bad[:5]} are outside {engine.name}'s vocabulary of {vocabulary}: "
+                                f"token arrays must be {engine.name} tokenizer ids", param="input")
+    return decode(arrays)
+
+
 def create_app(
     embedder_factory: Callable[[], object],
     *,
@@ -101,19 +135,25 @@ def create_app(
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
     async def create_embeddings(body: EmbeddingsRequest) -> JSONResponse:
         engine = slot.get()
-        texts = [body.input] if isinstance(body.input, str) else body.input
-        if not texts:
-            raise HTTPException(400, "input must not be empty")
-        if any(not t for t in texts):
-            raise HTTPException(400, "input strings must not be empty")
-        if len(texts) > settings.max_embedding_inputs:
-            raise HTTPException(413, f"{len(texts)} inputs, over the limit of {settings.max_embedding_inputs}")
+        texts, arrays = as_inputs(body.input)
+        count = len(arrays) if arrays is not None else len(texts)
+        if not count:
+            raise ApiError(400, "input must not be empty", param="input")
+        if arrays is None and any(not t for t in texts):
+            raise ApiError(400, "input strings must not be empty", param="input")
+        if count > settings.max_embedding_inputs:
+            raise ApiError(413, f"{count} inputs, over the limit of {settings.max_embedding_inputs}", param="input")
         if body.dimensions is not None and body.dimensions != engine.dim:
-            raise HTTPException(400, f"{engine.name} produces {engine.dim} dimensions, not {body.dimensions}")
+            raise ApiError(400, f"{engine.name} produces {engine.dim} dimensions, not {body.dimensions}",
+                           param="dimensions")
+        if arrays is not None:
+            texts = detokenize(engine, arrays)
+            tokens = sum(len(ids) for ids in arrays)
+        else:
+            tokens = count_tokens(engine, texts)
         vectors = await encode(texts)
         if body.encoding_format == "base64":
             vectors = [as_base64(v) for v in vectors]
-        tokens = count_tokens(engine, texts)
         # built as plain JSON: re-validating thousands of floats per request costs throughput
         return JSONResponse({
             "object": "list",

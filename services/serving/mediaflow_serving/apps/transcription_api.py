@@ -1,13 +1,15 @@
 """OpenAI-shaped transcription over any ``mediaflow`` ``Transcriber`` (WhisperX by default).
 
 - ``POST /v1/audio/transcriptions``: multipart ``file``, ``model``, ``language``,
-  ``response_format`` = json | verbose_json | text | srt | vtt,
+  ``prompt``, ``temperature``, ``response_format`` = json | verbose_json | text | srt | vtt,
   ``timestamp_granularities[]``, plus Mediaflow's ``align`` / ``diarize``.
-- ``POST /v1/audio/transcriptions/uri``: JSON ``{uri, language, align, diarize}``; the
-  service reads the artifact store itself (long media), only under ``allowed_root``.
+- ``POST /v1/audio/transcriptions/uri``: JSON ``{uri, language, prompt, temperature, align,
+  diarize}``; the service reads the artifact store itself (long media), only under ``allowed_root``.
 
-``verbose_json`` is a ``mediaflow.models.Transcript`` plus OpenAI's ``task``/``text``
-(and ``words`` when word granularity is asked for). One transcription runs at a time
+``verbose_json`` is a ``mediaflow.models.Transcript`` plus OpenAI's ``task``/``text``/``usage``
+(and ``words`` when word granularity is asked for), each segment with OpenAI's ``id``,
+``seek``, ``tokens``, ``temperature``, ``avg_logprob``, ``compression_ratio`` and
+``no_speech_prob`` (see ``openai_segments``). One transcription runs at a time
 per replica: WhisperX already batches a file's VAD chunks (``asr_batch_size``), which
 fills the cores, and the engine keeps per-call state.
 
@@ -25,6 +27,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -32,7 +35,7 @@ from typing import Annotated, Literal
 from fastapi import FastAPI, File, Form, Header, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from mediaflow.models import Transcript
 from mediaflow.subtitles import to_srt, to_txt, to_vtt
@@ -50,18 +53,62 @@ ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt"]
 Granularity = Literal["word", "segment"]
 # multipart framing around the file: a body this much over the limit may still hold a file under it
 MULTIPART_SLACK = 64 * 1024
+HOP_LENGTH = 160  # Whisper's mel frames: 10 ms at 16 kHz (a segment's ``seek``)
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+
+Temperature = Annotated[float, Field(ge=0, le=1)]
 
 
 class UriTranscriptionRequest(BaseModel):
     uri: str
     language: str | None = None
+    prompt: str | None = None
+    temperature: Temperature | None = None
     align: bool = False
     diarize: bool = False
     response_format: ResponseFormat = "verbose_json"
 
 
-def render(transcript: Transcript, response_format: ResponseFormat, granularities: list[Granularity]):
+class Options(BaseModel):
+    """What shapes a transcript, besides its audio: the engine's keyword arguments."""
+
+    language: str | None = None
+    align: bool = False
+    diarize: bool = False
+    prompt: str | None = None
+    temperature: float | None = None
+
+    def engine_kwargs(self) -> dict:
+        # prompt/temperature only when asked for: engines that take neither still serve the rest
+        return self.model_dump(exclude_none=True, exclude={"language"}) | {"language": self.language}
+
+
+def openai_segments(transcript: Transcript, temperature: float | None) -> list[dict]:
+    """Segments with every field of OpenAI's ``TranscriptionSegment``. WhisperX reports its
+    decoder's figures; for an engine that does not: ``seek`` from the start time, no
+    ``tokens``, the temperature asked for, the text's own compression ratio, and 0.0 for
+    ``avg_logprob``/``no_speech_prob`` (not measured)."""
+    out = []
+    for i, seg in enumerate(transcript.segments):
+        body = {"id": i, **seg.model_dump()}
+        defaults = {"seek": int(round(seg.start * SAMPLE_RATE / HOP_LENGTH)), "tokens": [],
+                    "temperature": temperature or 0.0, "avg_logprob": 0.0,
+                    "compression_ratio": compression_ratio(seg.text.strip()),
+                    "no_speech_prob": 0.0}
+        out.append({k: (defaults[k] if k in defaults and v is None else v) for k, v in body.items()})
+    return out
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's: the text's UTF-8 length over its zlib-compressed length."""
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+def render(transcript: Transcript, response_format: ResponseFormat, granularities: list[Granularity],
+           temperature: float | None = None):
+    usage = {"type": "duration", "seconds": transcript.duration}
     if response_format == "json":
         return JSONResponse({"text": transcript.text})
     if response_format == "text":
@@ -70,16 +117,18 @@ def render(transcript: Transcript, response_format: ResponseFormat, granularitie
         return PlainTextResponse(to_srt(transcript))
     if response_format == "vtt":
         return PlainTextResponse(to_vtt(transcript), media_type="text/vtt")
-    body = {"task": "transcribe", "text": transcript.text, **transcript.model_dump()}
+    body = {"task": "transcribe", "text": transcript.text, **transcript.model_dump(),
+            "segments": openai_segments(transcript, temperature), "usage": usage}
     if "word" in granularities:
         body["words"] = [w.model_dump() for s in transcript.segments for w in s.words]
     return JSONResponse(body)
 
 
-def fingerprint(source: dict, *, model: str | None, language: str | None, align: bool, diarize: bool) -> str:
+def fingerprint(source: dict, *, model: str | None, options: Options) -> str:
     """What a transcription is: its audio and the options that shape the transcript (not
     how it is rendered: a replay may ask for another response_format)."""
-    what = {"source": source, "model": model, "language": language, "align": align, "diarize": diarize}
+    what = {"source": source, "model": model, **options.model_dump(exclude_none=True, exclude={"language"}),
+            "language": options.language}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
@@ -113,27 +162,26 @@ def create_app(
 
         return Settings().artifacts_uri
 
-    def transcribe_audio(path: Path, audio, language: str | None, align: bool, diarize: bool) -> Transcript:
+    def transcribe_audio(path: Path, audio, options: Options) -> Transcript:
         engine = slot.get()
         # engines that take samples skip a second ffmpeg pass over the file
         if hasattr(engine, "transcribe_array"):
-            return engine.transcribe_array(audio, language=language, align=align, diarize=diarize)
-        return engine.transcribe(path, language=language, align=align, diarize=diarize)
+            return engine.transcribe_array(audio, **options.engine_kwargs())
+        return engine.transcribe(path, **options.engine_kwargs())
 
-    async def transcribe_owned(workdir: Path, path: Path, language: str | None, align: bool,
-                               diarize: bool) -> Transcript:
+    async def transcribe_owned(workdir: Path, path: Path, options: Options) -> Transcript:
         """Decode and transcribe the file, then remove ``workdir``: runs as the app's task."""
         try:
             audio = await run_in_threadpool(decode_audio, path, max_bytes=settings.max_upload_bytes)
             async with one_at_a_time:
-                transcript = await run_in_threadpool(transcribe_audio, path, audio, language, align, diarize)
+                transcript = await run_in_threadpool(transcribe_audio, path, audio, options)
             metrics.add_audio_seconds(len(audio) / SAMPLE_RATE)
             return transcript
         finally:
             await run_in_threadpool(shutil.rmtree, workdir, True)
 
     async def run_once(key_header: str | None, workdir: Path, path: Path, source: dict, model: str | None,
-                       language: str | None, align: bool, diarize: bool) -> tuple[Transcript, bool]:
+                       options: Options) -> tuple[Transcript, bool]:
         """The transcript (fresh, joined or replayed) and whether it is a replay; ``workdir``
         belongs to the transcription if one starts, and is removed here otherwise."""
         started = False
@@ -141,20 +189,19 @@ def create_app(
         def start():
             nonlocal started
             started = True
-            return transcribe_owned(workdir, path, language, align, diarize)
+            return transcribe_owned(workdir, path, options)
 
         try:
             key = parse_key(key_header)
-            transcript, outcome = await work.run(
-                key, fingerprint(source, model=model, language=language, align=align, diarize=diarize), start)
+            transcript, outcome = await work.run(key, fingerprint(source, model=model, options=options), start)
         finally:
             if not started:
                 await run_in_threadpool(shutil.rmtree, workdir, True)
         return transcript, outcome != "fresh"
 
     def answer(transcript: Transcript, replayed: bool, response_format: ResponseFormat,
-               granularities: list[Granularity]):
-        response = render(transcript, response_format, granularities)
+               granularities: list[Granularity], temperature: float | None = None):
+        response = render(transcript, response_format, granularities, temperature)
         if replayed:
             response.headers[REPLAYED_HEADER] = "true"
         return response
@@ -172,6 +219,8 @@ def create_app(
         file: Annotated[UploadFile, File()],
         model: Annotated[str | None, Form()] = None,  # OpenAI's field; a replica serves one model
         language: Annotated[str | None, Form()] = None,
+        prompt: Annotated[str | None, Form()] = None,
+        temperature: Annotated[Temperature | None, Form()] = None,
         response_format: Annotated[ResponseFormat, Form()] = "json",
         timestamp_granularities: Annotated[
             list[Granularity] | None, Form(alias="timestamp_granularities[]")
@@ -187,9 +236,10 @@ def create_app(
         except BaseException:
             await run_in_threadpool(shutil.rmtree, workdir, True)
             raise
-        transcript, replayed = await run_once(idempotency_key, workdir, path, {"sha256": digest}, model,
-                                              language or None, align, diarize)
-        return answer(transcript, replayed, response_format, timestamp_granularities or ["segment"])
+        options = Options(language=language or None, align=align, diarize=diarize, prompt=prompt or None,
+                          temperature=temperature)
+        transcript, replayed = await run_once(idempotency_key, workdir, path, {"sha256": digest}, model, options)
+        return answer(transcript, replayed, response_format, timestamp_granularities or ["segment"], temperature)
 
     @app.post("/v1/audio/transcriptions/uri")
     async def transcribe_uri(body: UriTranscriptionRequest,
@@ -203,9 +253,10 @@ def create_app(
         except BaseException:
             await run_in_threadpool(shutil.rmtree, workdir, True)
             raise
+        options = Options(language=body.language, align=body.align, diarize=body.diarize,
+                          prompt=body.prompt or None, temperature=body.temperature)
         transcript, replayed = await run_once(idempotency_key, workdir, path,
-                                              {"uri": body.uri, "sha256": digest}, None,
-                                              body.language, body.align, body.diarize)
-        return answer(transcript, replayed, body.response_format, ["segment", "word"])
+                                              {"uri": body.uri, "sha256": digest}, None, options)
+        return answer(transcript, replayed, body.response_format, ["segment", "word"], body.temperature)
 
     return app
