@@ -19,6 +19,10 @@ class ServingSettings(BaseSettings):
         description="fsspec URI under which /v1/audio/transcriptions/uri may read; "
         "default: the artifact store (MEDIAFLOW_ARTIFACT_ROOT / <data_dir>/artifacts).",
     )
+    decode_budget_bytes: int = Field(
+        default=1024**3, gt=0, description="Memory the decoded audio of all requests may take at once "
+        "(6 bytes per 16 kHz sample while decoding: ~2.9 h of audio per GiB). A request waits for its "
+        "share; one that alone needs more is a 413.")
     idempotency_max_results: int = Field(
         default=64, ge=0, description="Finished transcriptions kept for a retry with the same "
         "Idempotency-Key (least recently used first out; 0: none, running work is still joined).")

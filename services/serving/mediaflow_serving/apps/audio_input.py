@@ -21,6 +21,7 @@ from fastapi import HTTPException, UploadFile
 
 from mediaflow.errors import InvalidMediaError, MediaTooLargeError
 from mediaflow.media_policy import demuxer_of, input_args
+from mediaflow.models import ProbeResult
 from mediaflow.stages.probe import probe_file
 
 SAMPLE_RATE = 16000
@@ -131,15 +132,29 @@ def fetch_artifact(uri: str, dest: Path, *, root: str, max_bytes: int) -> str:
     return digest.hexdigest()
 
 
-def decode_audio(path: Path, *, max_bytes: int) -> np.ndarray:
-    """Probe, then decode the first audio stream to 16 kHz mono float32 with ffmpeg."""
+# ffmpeg's s16le output, then its float32 copy: the peak while one file is decoded
+DECODED_BYTES_PER_SAMPLE = 2 + 4
+
+
+def probe_audio(path: Path, *, max_bytes: int) -> ProbeResult:
+    """The file's probe, or the HTTP error a client should get for it."""
     try:
-        probe = probe_file(path, max_bytes=max_bytes)
+        return probe_file(path, max_bytes=max_bytes)
     except MediaTooLargeError:
         raise _too_large(max_bytes) from None
     except InvalidMediaError as exc:
         # the reason without this server's temporary paths
         raise HTTPException(400, str(exc).replace(f"{path.parent}/", "")) from None
+
+
+def decoded_bytes(probe: ProbeResult) -> int:
+    """Memory decoding ``probe``'s audio takes at its peak (a second of slack for rounding)."""
+    return int((probe.duration + 1.0) * SAMPLE_RATE * DECODED_BYTES_PER_SAMPLE)
+
+
+def decode_audio(path: Path, *, max_bytes: int, probe: ProbeResult | None = None) -> np.ndarray:
+    """Probe (unless given), then decode the first audio stream to 16 kHz mono float32 with ffmpeg."""
+    probe = probe or probe_audio(path, max_bytes=max_bytes)
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-xerror", *input_args(demuxer_of(probe.format_name)),
            "-i", str(path), "-map", "0:a:0",
            "-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]

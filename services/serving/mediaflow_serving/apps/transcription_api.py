@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, File, Form, Header, Request, UploadFile
+from fastapi import FastAPI, File, Form, Header, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
@@ -42,11 +42,14 @@ from mediaflow.subtitles import to_srt, to_txt, to_vtt
 from mediaflow_serving.apps.audio_input import (
     SAMPLE_RATE,
     decode_audio,
+    decoded_bytes,
     fetch_artifact,
+    probe_audio,
     save_upload,
 )
 from mediaflow_serving.apps.common import create_model_app, error_response
 from mediaflow_serving.idempotency import IdempotentWork, InvalidKey, KeyReused, WorkMetrics, parse_key
+from mediaflow_serving.memory_budget import ByteBudget, OverBudget
 from mediaflow_serving.settings import ServingSettings
 
 ResponseFormat = Literal["json", "verbose_json", "text", "srt", "vtt"]
@@ -143,6 +146,7 @@ def create_app(
                            metrics_to_ray=metrics_to_ray)
     slot, metrics = app.state.engine, app.state.metrics
     one_at_a_time = asyncio.Lock()
+    decode_budget = app.state.decode_budget = ByteBudget(settings.decode_budget_bytes)
     work = app.state.work = IdempotentWork(
         max_results=settings.idempotency_max_results, ttl_s=settings.idempotency_ttl_s,
         metrics=WorkMetrics(metrics))
@@ -170,12 +174,26 @@ def create_app(
         return engine.transcribe(path, **options.engine_kwargs())
 
     async def transcribe_owned(workdir: Path, path: Path, options: Options) -> Transcript:
-        """Decode and transcribe the file, then remove ``workdir``: runs as the app's task."""
+        """Decode and transcribe the file, then remove ``workdir``: runs as the app's task.
+
+        The decoded audio is held under the replica's decode budget, from before it is decoded
+        until the transcript is done: queued requests wait with their files on disk, not in RAM."""
         try:
-            audio = await run_in_threadpool(decode_audio, path, max_bytes=settings.max_upload_bytes)
-            async with one_at_a_time:
-                transcript = await run_in_threadpool(transcribe_audio, path, audio, options)
-            metrics.add_audio_seconds(len(audio) / SAMPLE_RATE)
+            probe = await run_in_threadpool(probe_audio, path, max_bytes=settings.max_upload_bytes)
+            need = decoded_bytes(probe)
+            try:
+                async with decode_budget.hold(need):
+                    audio = await run_in_threadpool(decode_audio, path, max_bytes=settings.max_upload_bytes,
+                                                    probe=probe)
+                    async with one_at_a_time:
+                        transcript = await run_in_threadpool(transcribe_audio, path, audio, options)
+                    seconds = len(audio) / SAMPLE_RATE
+                    del audio
+            except OverBudget:
+                raise HTTPException(413, f"{probe.duration:.0f} s of audio decode to {need} bytes, over this "
+                                         f"replica's decode budget of {decode_budget.total} bytes "
+                                         "(MEDIAFLOW_SERVE_DECODE_BUDGET_BYTES)") from None
+            metrics.add_audio_seconds(seconds)
             return transcript
         finally:
             await run_in_threadpool(shutil.rmtree, workdir, True)
