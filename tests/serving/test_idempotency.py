@@ -233,3 +233,15 @@ def test_retry_after_is_obeyed_and_bounded():
     assert delays[0] >= 3 and delays[1] == 120
     assert retry_after(httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})) == 0
     assert retry_after(httpx.Response(503, headers={"Retry-After": "soon"})) is None
+
+
+def test_a_transcription_longer_than_the_client_timeout_completes_once(server, engine, tone):
+    """The real client with a 1 s timeout against 4 s of work: each attempt times out and
+    re-joins the same transcription by its key, until one gets the result."""
+    threading.Timer(4.0, engine.release.set).start()
+    client = RemoteTranscriber(server.url, model="held", timeout=1.0, retries=12, backoff=0.2, max_backoff=0.5)
+    transcript = client.transcribe(tone, language="en")
+    assert transcript.segments[0].text == "hello en"
+    assert engine.calls == 1
+    outcomes = server.outcomes()
+    assert outcomes.get("fresh") == 1 and outcomes.get("joined", 0) + outcomes.get("replayed", 0) >= 1, outcomes
