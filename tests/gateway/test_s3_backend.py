@@ -70,7 +70,7 @@ async def test_the_upload_lands_in_the_bucket_and_the_job_succeeds(s3, finished)
     assert last["phase"] == "Succeeded", last
     conditions = {c["type"]: c["status"] for c in last["conditions"]}
     assert conditions == {s.name: "True" for s in STAGES if s.name in conditions} and "transcribe" in conditions
-    # the job journal's last save (jobs/<id>.json, .part then mv) may still be in flight when
+    # the job journal's last save (jobs/<id>.json, one PUT) may still be in flight when
     # the event stream ends: give it a moment, then nothing partial may be left anywhere
     deadline = time.monotonic() + 10
     while any(PART_PATTERN.search(k) for k in s3.keys(f"{PREFIX}/")) and time.monotonic() < deadline:

@@ -97,7 +97,8 @@ def test_concurrent_requests_are_batched(embeddings_url):
             lambda i: http.post(f"{embeddings_url}/v1/embeddings", json={"input": TEXTS[i % len(TEXTS)] * 3}),
             range(requests),
         ))
-    assert all(a.status_code == 200 for a in answers)
+    failed = [(a.status_code, a.text[:300]) for a in answers if a.status_code != 200]
+    assert not failed, failed
     count, singles = batches(embeddings_url)
     merged = count - count0
     assert merged < requests, f"{requests} requests ran as {merged} batches"

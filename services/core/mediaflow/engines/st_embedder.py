@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import os
+import threading
 from collections.abc import Sequence
 
 from mediaflow.engines.base import ProgressFn
@@ -30,6 +32,13 @@ class SentenceTransformerEmbedder:
         self.threads = threads
         tokenizer = getattr(self.model, "tokenizer", None)
         self.vocab_size: int | None = len(tokenizer) if tokenizer is not None else None
+        # A Hugging Face fast tokenizer is one Rust object that encode() reconfigures (padding,
+        # truncation) on every call: two threads in it at once fail with "Already borrowed".
+        # A server has several (a batch's encode, a health probe, token counting on the event
+        # loop), so encode() runs one at a time under a lock and counting/decoding use a copy
+        # of their own.
+        self._encode_lock = threading.Lock()
+        self._text_tokenizer = copy.deepcopy(tokenizer) if tokenizer is not None else None
 
     @classmethod
     def from_settings(cls, settings) -> SentenceTransformerEmbedder:
@@ -38,7 +47,13 @@ class SentenceTransformerEmbedder:
     def detokenize(self, arrays: Sequence[Sequence[int]]) -> list[str]:
         """Token ids of this model's tokenizer back to text (special tokens dropped: encoding
         adds them again), for clients that send OpenAI's token arrays."""
-        return self.model.tokenizer.batch_decode([list(ids) for ids in arrays], skip_special_tokens=True)
+        return self._text_tokenizer.batch_decode([list(ids) for ids in arrays], skip_special_tokens=True)
+
+    def count_tokens(self, texts: Sequence[str]) -> int:
+        """Tokens of ``texts`` as the model sees them (special tokens included): OpenAI's usage."""
+        if self._text_tokenizer is None:
+            return sum(len(t.split()) for t in texts)
+        return sum(len(ids) for ids in self._text_tokenizer(list(texts), add_special_tokens=True)["input_ids"])
 
     def embed(
         self, texts: Sequence[str], *, on_progress: ProgressFn | None = None
@@ -55,13 +70,14 @@ class SentenceTransformerEmbedder:
         # With a progress callback, slices of 16 batches still report progress often enough.
         step = max(self.batch_size * 16, 1) if on_progress else max(len(texts), 1)
         for lo in range(0, len(texts), step):
-            part = self.model.encode(
-                list(texts[lo : lo + step]),
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=False,
-            )
+            with self._encode_lock:
+                part = self.model.encode(
+                    list(texts[lo : lo + step]),
+                    batch_size=self.batch_size,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
             vectors.extend(part.tolist())
             if on_progress:
                 on_progress(min(1.0, (lo + step) / max(len(texts), 1)))

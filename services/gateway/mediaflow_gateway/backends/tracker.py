@@ -12,6 +12,7 @@ before, interrupted ones are resumed (see ``EmbeddedBackend._recover``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -78,11 +79,22 @@ class JobJournal:
     def save(self, job: JobView, spec: MediaJobSpec | None) -> None:
         record = {"owner": self.owner, "spec": spec.model_dump(mode="json", by_alias=True) if spec else None,
                   "job": job.model_dump(mode="json")}
-        fs, target = self.store.fs, self.path(job.id)
+        fs, target, data = self.store.fs, self.path(job.id), json.dumps(record).encode()
+        if not self.store.is_local:
+            # An object store's PUT is atomic (a reader sees the old object or the new one,
+            # never half), so the record goes straight to its key: a .part + mv would be a
+            # copy and a delete more, and a failure between them left the .part behind.
+            fs.pipe_file(target, data)
+            return
         fs.makedirs(self.root, exist_ok=True)
         tmp = f"{target}.{uuid.uuid4().hex}.part"  # a reader (or a kill) never sees half a record
-        fs.pipe_file(tmp, json.dumps(record).encode())
-        fs.mv(tmp, target)
+        try:
+            fs.pipe_file(tmp, data)
+            fs.mv(tmp, target)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                fs.rm_file(tmp)
+            raise
 
     def drop(self, job_id: str) -> None:
         try:

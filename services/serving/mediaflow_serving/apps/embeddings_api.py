@@ -76,10 +76,8 @@ def as_base64(vector: list[float]) -> str:
 
 
 def count_tokens(engine, texts: list[str]) -> int:
-    tokenizer = getattr(getattr(engine, "model", None), "tokenizer", None)
-    if tokenizer is None:
-        return sum(len(t.split()) for t in texts)
-    return sum(len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+    count = getattr(engine, "count_tokens", None)
+    return count(texts) if count is not None else sum(len(t.split()) for t in texts)
 
 
 def as_inputs(value) -> tuple[list[str], list[list[int]] | None]:
