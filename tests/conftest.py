@@ -13,9 +13,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from mediaflow.config import Settings  # noqa: E402
+from mediaflow.engines.whisper_models import join_multilingual_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LLM_MODEL_DIR = REPO / ".mediaflow" / "models" / "smollm2"
+# The multilingual Whisper base, joined once (make setup does it) and shared by every test's
+# data dir, Ray worker and subprocess (they inherit the environment).
+WHISPER_BASE_DIR = REPO / ".mediaflow" / "models" / "whisper-base"
+os.environ.setdefault("MEDIAFLOW_WHISPER_MODEL", str(join_multilingual_model(WHISPER_BASE_DIR)))
 
 
 def free_port() -> int:
@@ -86,7 +91,15 @@ def engines_for(settings: Settings, shared) -> Engines:  # noqa: F821
 def normalize_words(text: str) -> str:
     import re
 
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+    # letters of every script (\w is Unicode): "Frühjahr" stays one word
+    return " ".join(re.sub(r"[^\w' ]+|_", " ", text.lower()).split())
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    """Character error rate, for languages written without spaces (zh, ja, th)."""
+    import jiwer
+
+    return jiwer.cer("".join(normalize_words(reference).split()), "".join(normalize_words(hypothesis).split()))
 
 
 def wer(reference: str, hypothesis: str) -> float:

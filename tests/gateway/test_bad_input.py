@@ -284,7 +284,11 @@ PAYLOADS = [
     ("title over 256 characters", "/v1/media", b'{"url": "https://example.org/a.mp4", "title": "' + b"t" * 257
      + b'"}', "string_too_long", ["body", "title"]),
     ("language not a code", "/v1/media", b'{"url": "https://example.org/a.mp4", "language": "english"}',
-     "string_pattern_mismatch", ["body", "language"]),
+     "value_error", ["body", "language"]),
+    ("language no Whisper code", "/v1/media", b'{"url": "https://example.org/a.mp4", "language": "xx"}',
+     "value_error", ["body", "language"]),
+    ("language of the wrong type", "/v1/media", b'{"url": "https://example.org/a.mp4", "language": 7}',
+     "string_type", ["body", "language"]),
     ("unknown stage", "/v1/media", b'{"url": "https://example.org/a.mp4", "stages": {"shell": {}}}',
      "extra_forbidden", ["body", "stages", "shell"]),
 ]

@@ -114,3 +114,52 @@ def test_upload_search_and_seek_in_a_real_browser(gateway_url, browser, sample_v
     page.wait_for_selector("#media li a")
     page.screenshot(path=str(ARTIFACTS / "gateway-library-page.png"), full_page=True)
     page.close()
+
+
+def _uploaded(gateway_url: str, sample_video, title: str) -> str:
+    """The sample's media id, uploading it (and waiting for its job) unless it is already there."""
+    auth = {"Authorization": f"Bearer {API_KEY}"}
+    with open(sample_video.media, "rb") as fh:
+        response = httpx.post(f"{gateway_url}/v1/media", headers=auth, data={"title": title},
+                              files={"file": ("island.mp4", fh, "video/mp4")}, timeout=120)
+    assert response.status_code in (200, 202), response.text
+    events = httpx.get(gateway_url + response.json()["events_url"], headers=auth, timeout=300)
+    assert '"phase":"Succeeded"' in events.text.replace(" ", ""), events.text[-500:]
+    return response.json()["media_id"]
+
+
+def test_library_search_deep_links_into_the_sentence(gateway_url, browser, sample_video):
+    media_id = _uploaded(gateway_url, sample_video, "Island field notes")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text)
+            if msg.type == "error" and "Content Security Policy" in msg.text else None)
+    page.goto(gateway_url + "/")
+    page.fill("#api-key", API_KEY)
+    page.click("#key-form button")
+    page.wait_for_load_state("networkidle")
+
+    # the search box is found by its label; results are grouped under each media's title
+    page.get_by_label("Search every media").fill(QUERY)
+    page.click("#library-search-form button")
+    group = page.wait_for_selector(f"#library-hits .hit-group[data-media='{media_id}']")
+    assert group.query_selector("h3").inner_text() == "Island field notes"
+    first = page.wait_for_selector("#library-hits a.seek")
+    seek = float(first.get_attribute("data-seek"))
+    assert first.get_attribute("href") == f"/media/{media_id}#t={seek:.2f}"
+    assert "lighthouse" in first.inner_text().lower()
+    assert "from" in first.get_attribute("aria-label")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "gateway-library-search.png"), full_page=True)
+
+    # the link opens the media page with the player at the sentence
+    first.click()
+    page.wait_for_url(f"**/media/{media_id}#t={seek:.2f}")
+    # a function, not an expression: polling an expression evals it in the page, which the CSP refuses
+    page.wait_for_function(
+        f"() => Math.abs(document.getElementById('player').currentTime - {seek}) < 0.5", timeout=15_000)
+    spoken = sample_video.passages[PASSAGE]
+    assert spoken.start - 1.0 <= seek <= spoken.end, (seek, spoken)
+    assert not errors, errors
+    page.close()

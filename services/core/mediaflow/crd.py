@@ -106,6 +106,7 @@ def _printer_columns() -> list[dict[str, Any]]:
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Progress", "type": "integer", "jsonPath": ".status.progress"},
         {"name": "Duration", "type": "string", "jsonPath": ".status.duration"},
+        {"name": "Language", "type": "string", "jsonPath": ".status.outputs.language"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
 

@@ -49,3 +49,10 @@ class ArtifactStoreFullError(MediaflowError):
 
     permanent = False
     reason = "StorageFull"
+
+
+class UnsupportedLanguageError(MediaflowError, ValueError):
+    """A language code Whisper does not know, or one the model cannot transcribe (an
+    English-only model asked for French): a client error, never retried."""
+
+    reason = "UnsupportedLanguage"

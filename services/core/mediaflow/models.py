@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from mediaflow.languages import joiner
 
 
 class StreamInfo(BaseModel):
@@ -76,7 +80,9 @@ class Segment(BaseModel):
 class Transcript(BaseModel):
     """``transcript.json``."""
 
-    language: str
+    language: str = Field(description="Whisper language code of the speech: given, or detected.")
+    language_probability: float | None = Field(
+        default=None, description="Whisper's probability of the detected language; None when it was given.")
     duration: float
     segments: list[Segment]
     word_timing: str = Field(
@@ -85,7 +91,17 @@ class Transcript(BaseModel):
 
     @property
     def text(self) -> str:
-        return " ".join(s.text.strip() for s in self.segments if s.text.strip())
+        # zh/ja/th...: sentences follow each other with no space
+        return joiner(self.language).join(s.text.strip() for s in self.segments if s.text.strip())
+
+
+class Sentence(BaseModel):
+    """One unit of a chunk: a transcript segment (a sentence), or a word-time piece of an
+    over-long one. Where a search hit seeks to."""
+
+    start: float
+    end: float
+    text: str
 
 
 class Chunk(BaseModel):
@@ -93,6 +109,11 @@ class Chunk(BaseModel):
     start: float
     end: float
     text: str
+    # Empty in chunks.json written before chunks recorded them (search then falls back to
+    # the transcript's segments inside [start, end]).
+    sentences: list[Sentence] = Field(
+        default_factory=list, description="The sentences the chunk is made of, in order."
+    )
 
 
 class ChunkSet(BaseModel):
@@ -101,6 +122,9 @@ class ChunkSet(BaseModel):
     media_id: str
     window_seconds: float
     overlap_seconds: float
+    pause_seconds: float | None = Field(
+        default=None, description="A pause this long ended a chunk (None: chunked before pauses did)."
+    )
     chunks: list[Chunk]
 
 
@@ -120,12 +144,45 @@ class IndexRecord(BaseModel):
     point_ids: list[str]
 
 
+class SentenceSupport(BaseModel):
+    """How one sentence an LLM wrote is supported by what was said (``mediaflow.grounding``)."""
+
+    text: str = Field(description="The sentence (an answer's: without the model's [n] markers).")
+    score: float = Field(description="Its best cosine similarity to a source sentence.")
+    coverage: float = Field(
+        default=1.0, description="Share of its content words (stemmed) that its most similar "
+        "source sentences contain.")
+    kept: bool = Field(description="score and coverage reach their thresholds: the sentence stays.")
+    source: str | None = Field(default=None, description="The most similar source sentence.")
+    media_id: str | None = None
+    start: float | None = Field(default=None, description="Start of the source sentence (s).")
+    end: float | None = None
+    excerpt: int | None = Field(
+        default=None, description="Answers: the number of the excerpt the source sentence is in.")
+    cited: list[int] = Field(
+        default_factory=list, description="Answers: the excerpt numbers the model wrote after it.")
+    citations: list[int] = Field(
+        default_factory=list, description="Answers: the Answer.citations (1-based) that support it.")
+
+
 class SummaryRecord(BaseModel):
     """``summary.json`` (the Markdown lives in ``summary.md``)."""
 
     model: str
-    text: str
-    map_calls: int
+    text: str = Field(description="The summary: the kept sentences (or the key sentences, extractive).")
+    map_calls: int = Field(description="LLM calls made.")
+    method: Literal["condensed", "extractive", "empty", "unchecked"] = Field(
+        default="unchecked",
+        description="condensed: the LLM's sentences the transcript supports; extractive: the "
+        "transcript supported none of them, so the key sentences are the summary; empty: no "
+        "speech; unchecked: written before summaries were checked (the stage runs again).")
+    min_similarity: float | None = Field(default=None, description="The support threshold applied.")
+    sentences: int = Field(default=0, description="Transcript sentences checked against.")
+    key_sentences: list[Sentence] = Field(
+        default_factory=list, description="The transcript sentences the LLM condensed, in time order.")
+    support: list[SentenceSupport] = Field(
+        default_factory=list, description="Every sentence the LLM wrote, kept or dropped.")
+    dropped: int = Field(default=0, description="LLM sentences dropped as unsupported.")
 
 
 class SearchHit(BaseModel):
@@ -136,16 +193,51 @@ class SearchHit(BaseModel):
     end: float
     text: str
     score: float
+    seek: float | None = Field(
+        default=None,
+        description="Where to play from: the start of the chunk's sentence most similar to the "
+        "query (start..end is the whole chunk). Pipeline.search sets it; the chunk's start until then.",
+    )
+    # The chunk's sentences, as the index stored them (what ``seek`` is chosen from);
+    # not part of a hit's JSON.
+    sentences: list[Sentence] = Field(default_factory=list, exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _seek_defaults_to_start(self) -> SearchHit:
+        if self.seek is None:
+            self.seek = self.start
+        return self
 
 
 class Citation(BaseModel):
+    """An excerpt (a chunk given to the LLM) that supports a sentence of the answer."""
+
     media_id: str
-    start: float
+    start: float = Field(description="The excerpt's start (s).")
     end: float
-    text: str
+    text: str = Field(description="The excerpt's text.")
+    seek: float | None = Field(
+        default=None, description="Where to play from: the start of the excerpt's sentence that "
+        "supports the answer (the excerpt's start when unknown).")
+    excerpt: int | None = Field(default=None, description="Its number in the prompt ([1], [2], ...).")
+    score: float | None = Field(default=None, description="Best support score of an answer sentence by it.")
+
+    @model_validator(mode="after")
+    def _seek_defaults_to_start(self) -> Citation:
+        if self.seek is None:
+            self.seek = self.start
+        return self
 
 
 class Answer(BaseModel):
     question: str
-    answer: str
+    answer: str = Field(description="The supported sentences (the model's [n] markers removed), or "
+                        "a fixed message when nothing supported is left.")
     citations: list[Citation]
+    grounded: bool = Field(default=False, description="The answer comes from the recordings: at "
+                           "least one sentence was supported by an excerpt.")
+    min_similarity: float | None = Field(default=None, description="The support threshold applied.")
+    excerpts: int = Field(default=0, description="Excerpts given to the LLM.")
+    support: list[SentenceSupport] = Field(
+        default_factory=list, description="Every sentence the LLM wrote, kept or dropped.")
+    dropped: int = Field(default=0, description="Sentences dropped as unsupported.")

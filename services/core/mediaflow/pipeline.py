@@ -238,7 +238,7 @@ class Pipeline:
         return result
 
     def default_spec(
-        self, src: SourceRecord, *, language: str = "en", transcription: dict | None = None
+        self, src: SourceRecord, *, language: str | None = None, transcription: dict | None = None
     ) -> MediaJobSpec:
         uri = src.uri if "://" in src.uri or src.uri.startswith("/") else f"/{src.uri}"
         s = self.settings
@@ -309,14 +309,25 @@ class Pipeline:
     # -- knowledge ---------------------------------------------------------------------
     def search(
         self, query: str, *, top_k: int = 5, media_id: str | None = None,
-        collection: str | None = None,
+        collection: str | None = None, seek: bool = True, lock=None,
     ) -> list[SearchHit]:
+        """The ``top_k`` chunks closest to ``query``, each with its ``seek``: the start of its
+        sentence closest to the query (``mediaflow.seek``; ``seek=False``: the chunk's start).
+        ``lock``, when given, is held around the index access only (the gateway shares one
+        embedded Qdrant client between threads); embedding never holds it."""
+        import contextlib
+
+        from mediaflow import seek as seeking
+
         if not query.strip():
             raise MediaflowError("empty query")
         if media_id:
             self._source(media_id)
-        [vector] = self.engines.embedder.embed([query])
-        return self.index(collection).search(vector, top_k=top_k, media_id=media_id)
+        embedder = self.engines.embedder
+        [vector] = embedder.embed([query])
+        with lock if lock is not None else contextlib.nullcontext():
+            hits = self.index(collection).search(vector, top_k=top_k, media_id=media_id)
+        return seeking.place(vector, hits, embedder, self.store) if seek else hits
 
     def ask(
         self, question: str, *, media_id: str | None = None, top_k: int = 4,

@@ -9,9 +9,12 @@ snake_case in Python.
 from __future__ import annotations
 
 import re
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from mediaflow.languages import CODES, check_language
 
 # A source is an object-store URI, an http(s) URL, or an absolute path on the
 # shared media volume. Anything else (file://, ftp://, relative paths, "..") is
@@ -21,6 +24,18 @@ from pydantic.alias_generators import to_camel
 SOURCE_URI_PATTERN = r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S+|https?://[^\s/@]+(/\S*)?|/\S+)$"
 PARENT_SEGMENT_RE = r"(^|/)\.\.(/|$)"
 STAGE_NAMES = ("probe", "extract_audio", "transcribe", "chunk", "embed", "index", "summarize")
+
+
+def _known_language(code):
+    return check_language(code) if isinstance(code, str) else code
+
+
+# The language of the speech, everywhere a job is described (MediaJob, gateway, CLI): one of
+# Whisper's codes (the CRD's enum, pydantic's check), or unset for "detect it".
+LanguageCode = Annotated[str | None, BeforeValidator(_known_language), Field(
+    description="Whisper language code of the speech (ISO 639-1, e.g. en, fr, zh); unset: detected.",
+    json_schema_extra={"enum": list(CODES)},
+)]
 
 
 def _cel_string(text: str) -> str:
@@ -79,6 +94,10 @@ class ChunkingOptions(_Model):
     overlap_seconds: float = Field(
         default=3.0, ge=0, le=300, description="Overlap between consecutive windows."
     )
+    pause_seconds: float = Field(
+        default=1.5, gt=0, le=60,
+        description="A silence at least this long always ends a chunk (no chunk spans a pause).",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_window(self) -> ChunkingOptions:
@@ -116,9 +135,7 @@ class StageOptions(_Model):
 
 class MediaJobSpec(_Model):
     source: Source
-    language: str = Field(
-        default="en", pattern=r"^[a-z]{2,3}$", description="ISO 639 language of the speech."
-    )
+    language: LanguageCode = None
     stages: StageOptions = StageOptions()
     priority: int = Field(default=0, ge=-100, le=100, description="Higher runs first.")
     ttl_seconds_after_finished: int | None = Field(

@@ -68,7 +68,9 @@ class Outputs(_Status):
     media_id: str | None = None
     artifacts: dict[str, str] = Field(default_factory=dict, description="Artifact name -> URI.")
     duration_seconds: float | None = Field(default=None, ge=0)
-    language: str | None = None
+    language: str | None = Field(default=None, description="The transcript's language: given, or detected.")
+    language_probability: float | None = Field(
+        default=None, ge=0, le=1, description="Probability of the detected language; unset when it was given.")
     segments: int | None = Field(default=None, ge=0)
     chunks: int | None = Field(default=None, ge=0)
     points: int | None = Field(default=None, ge=0)

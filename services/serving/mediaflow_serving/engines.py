@@ -28,11 +28,11 @@ def use_engine_threads(threads: int) -> None:
 
 def load_transcriber(engine_overrides: dict[str, Any] | None = None):
     from mediaflow.config import Settings
-    from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber
+    from mediaflow.engines.language_routing import load_transcriber
 
     settings = Settings(**(engine_overrides or {}))
     use_engine_threads(settings.threads)
-    return WhisperXTranscriber.from_settings(settings)
+    return load_transcriber(settings)
 
 
 def load_embedder(engine_overrides: dict[str, Any] | None = None):

@@ -132,6 +132,15 @@ def whisper_probe(engine) -> Probe | None:
     Engines other than WhisperX's may define ``health_probe()``; others get no inference probe."""
     if callable(getattr(engine, "health_probe", None)):
         return engine.health_probe
+    parts = getattr(engine, "parts", None)  # a LanguageRoutedTranscriber: every model it routes to
+    if parts:
+        probes = [p for p in (whisper_probe(part) for part in parts) if p is not None]
+
+        def every_model() -> None:
+            for probe in probes:
+                probe()
+
+        return every_model if probes else None
     whisper = getattr(getattr(engine, "pipeline", None), "model", None)
     if whisper is None or not hasattr(whisper, "feature_extractor"):
         return None

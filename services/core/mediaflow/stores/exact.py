@@ -19,7 +19,7 @@ import numpy as np
 
 from mediaflow.models import SearchHit
 
-HIT_FIELDS = ("media_id", "title", "chunk", "start", "end", "text")
+HIT_FIELDS = ("media_id", "title", "chunk", "start", "end", "text", "sentences")
 
 
 def _normalized(vectors: Any) -> np.ndarray:
@@ -112,7 +112,9 @@ class ExactIndex:
 
 
 def _hit_payload(payload: dict[str, Any]) -> dict[str, Any]:
-    return {field: payload.get(field) for field in HIT_FIELDS}
+    hit = {field: payload.get(field) for field in HIT_FIELDS}
+    hit["sentences"] = hit["sentences"] or []  # points indexed before chunks had sentences
+    return hit
 
 
 def load(points: Iterable[Any], dim: int) -> ExactIndex:

@@ -102,6 +102,8 @@ class VectorIndex:
                         "start": c.start,
                         "end": c.end,
                         "text": c.text,
+                        # where a hit seeks to (``mediaflow.seek``)
+                        "sentences": [u.model_dump() for u in c.sentences],
                     },
                 )
                 for i, c in enumerate(chunks[lo : lo + batch_size], start=lo)
@@ -162,6 +164,7 @@ class VectorIndex:
                 end=p.payload["end"],
                 text=p.payload["text"],
                 score=p.score,
+                sentences=p.payload.get("sentences") or [],
             )
             for p in result.points
         ]

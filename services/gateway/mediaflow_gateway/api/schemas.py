@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mediaflow.spec import SOURCE_URI_PATTERN, StageOptions
+from mediaflow.spec import SOURCE_URI_PATTERN, LanguageCode, StageOptions
 from mediaflow.stores.artifacts import MEDIA_ID_PATTERN
 
 MediaId = Annotated[str, Field(pattern=MEDIA_ID_PATTERN.pattern, description="Media id.")]
@@ -35,7 +35,7 @@ class ErrorBody(BaseModel):
 class CreateMediaFromUrl(_Body):
     url: str = Field(pattern=SOURCE_URI_PATTERN, max_length=2048, examples=["https://example.org/talk.mp4"])
     title: str | None = Field(default=None, max_length=256)
-    language: str = Field(default="en", pattern=r"^[a-z]{2,3}$")
+    language: LanguageCode = None
     stages: StageOptions = StageOptions()
 
 
@@ -82,6 +82,10 @@ class MediaView(BaseModel):
     duration: float | None = None
     has_video: bool = False
     stages_done: list[str] = []
+    language: str | None = Field(default=None, description="The transcript's language (given or detected); "
+                                                           "set on GET /v1/media/{id}, not in listings.")
+    language_probability: float | None = Field(
+        default=None, description="Whisper's probability of the detected language; null when it was given.")
     stream_url: str = Field(description="Signed, time-limited URL for <video>/<audio> (range requests).")
     page_url: str
 
@@ -111,8 +115,8 @@ class HitView(BaseModel):
     end: float
     text: str
     score: float
-    seek: float = Field(description="Where the phrase is said: start of the hit's transcript sentence "
-                                    "closest to the query (start..end is the whole matching chunk).")
+    seek: float = Field(description="Where the phrase is said: start of the chunk's sentence closest to "
+                                    "the query (start..end is the whole matching chunk); the CLI's seek too.")
     link: str = Field(description="Deep link: the media page at ``seek`` (#t=SECONDS).")
 
 

@@ -22,7 +22,7 @@ from typing import IO
 
 import httpx
 
-from mediaflow.errors import InvalidSourceError, MediaflowError, NotFoundError
+from mediaflow.errors import InvalidSourceError, NotFoundError
 from mediaflow.models import Answer, Citation, ProbeResult, SearchHit, SourceRecord, SummaryRecord, Transcript
 from mediaflow.pipeline import CITATION, Pipeline, answer_prompt
 from mediaflow.sources import check_under_roots, media_id_for
@@ -30,7 +30,6 @@ from mediaflow.spec import MediaJobSpec
 from mediaflow.stages import STAGES
 from mediaflow.subtitles import mmss
 from mediaflow_gateway.api.schemas import JobView
-from mediaflow_gateway.backends.seek import SeekRefiner
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_gateway.sniff import MIME_BY_EXTENSION
 
@@ -45,6 +44,8 @@ class MediaInfo:
     duration: float | None
     has_video: bool
     stages_done: list[str]
+    language: str | None = None  # of the transcript (single-media reads only: listings skip it)
+    language_probability: float | None = None  # detected with this probability; None when given
 
 
 @dataclass
@@ -63,7 +64,6 @@ class Backend(ABC):
         self.pipeline = pipeline
         self.owns_pipeline = owns_pipeline
         self.index_lock = threading.Lock()
-        self.seeker = SeekRefiner(pipeline)
         self._submit_locks: dict[str, list] = {}  # job id -> [asyncio.Lock, users]
         self._janitor: asyncio.Task | None = None
 
@@ -206,8 +206,15 @@ class Backend(ABC):
             stages_done=[s.name for s in STAGES if self.store.exists(media_id, s.artifact)],
         )
 
+    def _media_detail(self, media_id: str) -> MediaInfo:
+        info = self._media_info(media_id)
+        transcript = self.store.read_model(media_id, "transcript.json", Transcript)
+        if transcript is not None:
+            info.language, info.language_probability = transcript.language, transcript.language_probability
+        return info
+
     async def media(self, media_id: str) -> MediaInfo:
-        return await asyncio.to_thread(self._media_info, media_id)
+        return await asyncio.to_thread(self._media_detail, media_id)
 
     async def list_media(self) -> list[MediaInfo]:
         def collect() -> list[MediaInfo]:
@@ -285,34 +292,14 @@ class Backend(ABC):
             had_job = False
         await self.forget_job(media_id)
         had_artifacts = await self._in_thread_locked(self.pipeline.delete, media_id)
-        self.seeker.forget(media_id)
         if not (had_job or had_artifacts):
             raise NotFoundError(f"no such media: {media_id}")
 
-    def _retrieve(self, query: str, media_id: str | None, top_k: int) -> tuple[list[SearchHit], list[float]]:
-        # Pipeline.search, keeping the query vector for the seek refinement; only the
-        # index access holds the lock (embedding the query does not need it).
-        if not query.strip():
-            raise MediaflowError("empty query")
-        if media_id:
-            self._source(media_id)
-        [vector] = self.pipeline.engines.embedder.embed([query])
-        with self.index_lock:
-            hits = self.pipeline.index().search(vector, top_k=top_k, media_id=media_id)
-        return hits, vector
-
     async def search(self, query: str, *, media_id: str | None, top_k: int) -> list[SearchHit]:
-        hits, _ = await asyncio.to_thread(self._retrieve, query, media_id, top_k)
-        return hits
-
-    async def search_with_seek(self, query: str, *, media_id: str | None, top_k: int) -> list[tuple[SearchHit, float]]:
-        """Hits, each with the time its best-matching sentence starts (see ``seek``)."""
-
-        def run() -> list[tuple[SearchHit, float]]:
-            hits, vector = self._retrieve(query, media_id, top_k)
-            return list(zip(hits, self.seeker.seek_times(vector, hits), strict=True))
-
-        return await asyncio.to_thread(run)
+        """The core's search: hits with their ``seek`` (the best-matching sentence's start).
+        Only the index access holds the lock; embedding the query and the sentences does not."""
+        return await asyncio.to_thread(self.pipeline.search, query, top_k=top_k, media_id=media_id,
+                                       lock=self.index_lock)
 
     async def ask(self, question: str, *, media_id: str | None, top_k: int) -> Answer:
         # Retrieval holds the index lock; the slow LLM call must not, so this

@@ -156,7 +156,6 @@ class ClusterBackend(Backend):
             # remains after the MediaJob is gone (none was added: no operator ran) nothing writes.
             await self.forget_job(job_id)
             await self._in_thread_locked(self.pipeline.delete, media_id)
-            self.seeker.forget(media_id)
         elif not await self._in_thread_locked(self.pipeline.delete, media_id):
             raise NotFoundError(f"no such media: {media_id}")
 

@@ -123,8 +123,10 @@ def create_model_app(
     @app.get("/v1/models")
     async def list_models():
         engine = slot.get()
+        # a language-routed transcriber serves two: the multilingual model and the English one
+        names = getattr(engine, "model_names", None) or (engine.name,)
         return {"object": "list", "data": [
-            {"id": engine.name, "object": "model", "created": started, "owned_by": "mediaflow"}
+            {"id": name, "object": "model", "created": started, "owned_by": "mediaflow"} for name in names
         ]}
 
     return app

@@ -37,6 +37,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
+from mediaflow.errors import UnsupportedLanguageError
+from mediaflow.languages import check_language
 from mediaflow.models import Transcript
 from mediaflow.subtitles import to_srt, to_txt, to_vtt
 from mediaflow_serving.apps.audio_input import (
@@ -47,7 +49,7 @@ from mediaflow_serving.apps.audio_input import (
     probe_audio,
     save_upload,
 )
-from mediaflow_serving.apps.common import create_model_app, error_response
+from mediaflow_serving.apps.common import ApiError, create_model_app, error_response
 from mediaflow_serving.idempotency import IdempotentWork, InvalidKey, KeyReused, WorkMetrics, parse_key
 from mediaflow_serving.memory_budget import ByteBudget, OverBudget
 from mediaflow_serving.settings import ServingSettings
@@ -166,6 +168,17 @@ def create_app(
 
         return Settings().artifacts_uri
 
+    def checked_language(language: str | None) -> str | None:
+        """The request's language for this replica's model, or None (detect): a 400 naming
+        ``language`` for a code Whisper does not know or the model cannot transcribe, before
+        any upload is stored or decoded."""
+        try:
+            language = check_language(language)
+            engine = slot.get()
+            return engine.check_language(language) if hasattr(engine, "check_language") else language
+        except UnsupportedLanguageError as exc:
+            raise ApiError(400, str(exc), param="language") from None
+
     def transcribe_audio(path: Path, audio, options: Options) -> Transcript:
         engine = slot.get()
         # engines that take samples skip a second ffmpeg pass over the file
@@ -247,6 +260,7 @@ def create_app(
         diarize: Annotated[bool, Form()] = False,
         idempotency_key: Annotated[str | None, Header()] = None,
     ):
+        language = checked_language(language)
         workdir = Path(tempfile.mkdtemp(prefix="mediaflow-upload-"))
         path = workdir / "upload"
         try:
@@ -262,6 +276,7 @@ def create_app(
     @app.post("/v1/audio/transcriptions/uri")
     async def transcribe_uri(body: UriTranscriptionRequest,
                              idempotency_key: Annotated[str | None, Header()] = None):
+        body = body.model_copy(update={"language": checked_language(body.language)})
         workdir = Path(tempfile.mkdtemp(prefix="mediaflow-artifact-"))
         path = workdir / "artifact"
         try:

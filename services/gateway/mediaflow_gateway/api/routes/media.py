@@ -134,7 +134,7 @@ async def _upload_spec(backend: Backend, upload: StagedUpload, media_id: str) ->
         return MediaJobSpec.model_validate({
             "source": {"uri": backend.source_uri(media_id, upload.artifact),
                        "title": (upload.fields.get("title") or upload.filename)[:256]},
-            "language": upload.fields.get("language") or "en",
+            "language": upload.fields.get("language") or None,
         })
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False, include_context=False)) from None

@@ -22,10 +22,10 @@ ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 422, 429)}
 
 @router.post("/search", response_model=SearchResponse, responses=ERRORS)
 async def search(body: SearchRequest, backend: BackendDep, caller: CallerDep) -> SearchResponse:
-    hits = await backend.search_with_seek(body.query, media_id=body.media_id, top_k=body.top_k)
+    hits = await backend.search(body.query, media_id=body.media_id, top_k=body.top_k)
     return SearchResponse(
         query=body.query,
-        hits=[HitView(**h.model_dump(), seek=seek, link=deep_link(h.media_id, seek)) for h, seek in hits],
+        hits=[HitView(**h.model_dump(), link=deep_link(h.media_id, h.seek)) for h in hits],
     )
 
 

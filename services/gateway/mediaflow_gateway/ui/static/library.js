@@ -1,7 +1,9 @@
-// Library page: upload with progress, live job list (SSE per running job), media list.
+// Library page: search across every media (hits grouped by media, each a deep link to the
+// media page at the sentence that matches), upload with progress, live job list (SSE per
+// running job), media list.
 "use strict";
 (() => {
-  const { api, events, flash, el, authHeaders } = Mediaflow;
+  const { api, events, flash, el, mmss, authHeaders } = Mediaflow;
   const jobsBody = document.querySelector("#jobs tbody");
   const jobs = new Map();
   const following = new Set();
@@ -51,10 +53,47 @@
     list.replaceChildren();
     if (!items.length) list.append(el("li", { class: "muted" }, "Nothing here yet."));
     for (const m of items) {
-      const meta = m.duration ? ` · ${Mediaflow.mmss(m.duration)}` : "";
+      const meta = m.duration ? ` · ${mmss(m.duration)}` : "";
       list.append(el("li", {}, el("a", { href: m.page_url }, m.title), el("span", { class: "muted" }, meta)));
     }
   }
+
+  // One search over the whole library; hits come best first, so media are in the order of
+  // their best hit. Each hit links to its media page at ``seek`` (the page reads #t=).
+  const searchForm = document.getElementById("library-search-form");
+  searchForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const query = document.getElementById("library-query").value.trim();
+    const results = document.getElementById("library-hits");
+    const status = document.getElementById("library-search-status");
+    if (!query) return;
+    status.textContent = "Searching…";
+    flash("");
+    try {
+      const { hits } = await api("/v1/search", { method: "POST", body: { query, top_k: 10 } });
+      const groups = new Map();
+      for (const h of hits) {
+        if (!groups.has(h.media_id)) groups.set(h.media_id, { title: h.title || h.media_id, hits: [] });
+        groups.get(h.media_id).hits.push(h);
+      }
+      results.replaceChildren(...[...groups.entries()].map(([mediaId, group], n) => {
+        const headingId = `library-hits-${n}`;
+        return el("section", { class: "hit-group", "data-media": mediaId, "aria-labelledby": headingId },
+          el("h3", { id: headingId }, group.title),
+          el("ol", { class: "hits" }, ...group.hits.map((h) => el("li", {},
+            el("a", { class: "seek", href: h.link, "data-seek": h.seek,
+                      "aria-label": `${group.title}, play from ${mmss(h.seek)}: ${h.text}` },
+              el("span", { class: "time" }, `▶ ${mmss(h.seek)}`), el("span", {}, h.text),
+              el("span", { class: "score" }, h.score.toFixed(2)))))));
+      }));
+      status.textContent = hits.length
+        ? `${hits.length} hit${hits.length === 1 ? "" : "s"} in ${groups.size} media.`
+        : "No hits.";
+    } catch (err) {
+      status.textContent = "";
+      flash(err.message);
+    }
+  });
 
   const form = document.getElementById("upload-form");
   form.addEventListener("submit", (e) => {
