@@ -105,6 +105,7 @@ def test_process_search_list_delete_json(tmp_path):
     processed = json.loads(proc.stdout)
     media_id = processed["media_id"]
     assert processed["points"] >= 1
+    assert processed["language"] == "en" and processed["language_probability"] > 0.5  # detected
     assert processed["stages"]["summarize"]["status"] == "skipped"
     assert set(processed["files"]) == {f"transcript.{x}" for x in ("json", "srt", "vtt", "txt")}
 
@@ -124,3 +125,16 @@ def test_process_search_list_delete_json(tmp_path):
     assert json.loads(run_cli(data_dir, "search", "lighthouse", "--json").stdout) == []
     again = run_cli(data_dir, "delete", media_id)
     assert again.returncode != 0 and "no such media" in again.stderr
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("language", ["xx", "english"])
+def test_an_unknown_language_fails_before_any_work(tmp_path, language):
+    media = make_sample(tmp_path / "short.wav", passages=PASSAGES[2:3], video=False)
+    data_dir = tmp_path / "data"
+    proc = run_cli(data_dir, "process", str(media.media), "--language", language)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: unknown language {language!r}: use a Whisper language code (en, fr, de, zh, ...) "
+        "or leave it unset to detect it"]
+    assert not (data_dir / "artifacts").exists()

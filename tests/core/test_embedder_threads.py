@@ -48,6 +48,6 @@ def test_encode_count_and_decode_from_many_threads_at_once(embedder):
         t.join()
     assert errors == []
     assert len(results) == 15
-    assert all(abs(a - b) < 1e-5 for r in results for va, vb in zip(r, expected) for a, b in zip(va, vb))
+    assert all(abs(a - b) < 1e-5 for r in results for va, vb in zip(r, expected, strict=True) for a, b in zip(va, vb, strict=True))
     assert embedder.detokenize(ids)[0] == TEXTS[0].strip().lower()
     assert embedder.count_tokens(["mangroves"]) == len(embedder.model.tokenizer("mangroves")["input_ids"])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mediaflow.errors import UnsupportedLanguageError
-from mediaflow.languages import SENTENCE_END, check_language
+from mediaflow.languages import check_language
 from tests.conftest import cer, wer
 from tests.speech import SAMPLES, speak
 

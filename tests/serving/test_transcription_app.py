@@ -117,3 +117,35 @@ def test_remote_engine_uploads_and_metrics_count_audio_seconds(transcription_url
     metrics = httpx.get(f"{transcription_url}/metrics").text
     assert ('mediaflow_serving_requests_total{app="transcription",'
             'route="/v1/audio/transcriptions",status="200"}') in metrics
+
+
+def test_no_language_is_detected_and_each_request_keeps_its_own(client, tmp_path):
+    """Through the OpenAI client: German with no language is detected as German; a French
+    request between two English ones leaves the next English one in English."""
+    from tests.speech import SAMPLES, speak
+
+    german = speak(SAMPLES["de"], tmp_path / "de.wav")
+    english = speak(SAMPLES["en"], tmp_path / "en.wav")
+    french = speak(SAMPLES["fr"], tmp_path / "fr.wav")
+
+    def transcribe(path: Path, **options):
+        with open(path, "rb") as audio:
+            return client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="verbose_json",
+                                                      **options)
+
+    detected = transcribe(german)
+    assert detected.language == "de" and detected.model_extra["language_probability"] > 0.8
+    assert wer(SAMPLES["de"].reference, detected.text) <= 0.3, detected.text
+    first = transcribe(english, language="en")
+    assert transcribe(french, language="fr").language == "fr"
+    again = transcribe(english)
+    assert again.language == "en" and again.text == first.text
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("language", ["xx", "klingon", "yue"])
+def test_an_unknown_language_is_a_400_naming_it(client, speech, language):
+    with open(speech.media, "rb") as audio, pytest.raises(openai.BadRequestError) as refused:
+        client.audio.transcriptions.create(model="whisper-1", file=audio, language=language)
+    error = refused.value.body
+    assert error["param"] == "language" and language in error["message"], error

@@ -131,7 +131,23 @@ class Settings(BaseSettings):
     summary: bool = True
     summary_max_tokens: int = 256
     summary_group_tokens: int = Field(
-        default=1200, description="Map-reduce: transcript tokens per map call."
+        default=1200, gt=0, description="Key-sentence tokens per LLM call (more key sentences: "
+        "several calls, each condensing a run of them).",
+    )
+    summary_key_sentences: int = Field(
+        default=6, ge=1, description="Transcript sentences a summary is condensed from "
+        "(centrality ranked, picked for diversity, in time order).",
+    )
+
+    # -- grounding (mediaflow.grounding) -------------------------------------
+    grounding_min_similarity: float = Field(
+        default=0.5, ge=-1, le=1, description="A summary or answer sentence is kept only when its "
+        "best cosine similarity to a sentence of the transcript (summary) or excerpts (answer) "
+        "reaches this ...",
+    )
+    grounding_min_coverage: float = Field(
+        default=0.8, ge=0, le=1, description="... and this share of its content words (stemmed) "
+        "occurs in its most similar source sentences.",
     )
 
     # -- inputs --------------------------------------------------------------

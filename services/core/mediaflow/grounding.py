@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mediaflow.languages import SENTENCE_END, joiner
-from mediaflow.models import SentenceSupport, Transcript
+from mediaflow.models import Answer, Citation, SentenceSupport, Transcript
 
 # A token: a run of non-space characters, cut after a CJK sentence mark (those need no
 # space after them: "你好。世界。" is two sentences).
@@ -229,25 +229,37 @@ def check_support(
     its content words found in its ``context`` most similar source sentences (a sentence
     may condense a few). ``kept`` when both reach their thresholds. With no sources, nothing
     is kept."""
-    if not sentences:
-        return []
-    if not sources:
-        return [SentenceSupport(text=s, score=0.0, coverage=0.0, kept=False) for s in sentences]
+    return _check(sentences, sources, embedder, min_similarity, min_coverage, source_vectors, context)[0]
+
+
+def _check(sentences, sources, embedder, min_similarity, min_coverage, source_vectors=None,
+           context=SUPPORT_CONTEXT) -> tuple[list[SentenceSupport], np.ndarray, list[int]]:
+    """``check_support``, plus the similarity matrix and each sentence's best source index."""
+    if not sentences or not sources:
+        return ([SentenceSupport(text=s, score=0.0, coverage=0.0, kept=False) for s in sentences],
+                np.zeros((len(sentences), len(sources)), dtype=np.float32), [-1] * len(sentences))
     vectors = source_vectors if source_vectors is not None else embed(embedder, [s.text for s in sources])
-    scores = embed(embedder, sentences) @ vectors.T
-    out = []
-    for text, row in zip(sentences, scores, strict=True):
-        ranked = np.argsort(-row)[: max(context, 1)]
-        best = int(ranked[0])
-        score = float(row[best])
-        covered = coverage(text, [sources[int(i)].text for i in ranked])
+    matrix = embed(embedder, sentences) @ vectors.T
+    out, bests = [], []
+    for text, row in zip(sentences, matrix, strict=True):
+        best, score, covered = _judge(text, row, sources, range(len(sources)), context)
+        bests.append(best)
         src = sources[best]
         out.append(SentenceSupport(
             text=text, score=round(score, 4), coverage=round(covered, 4),
             kept=score >= min_similarity and covered >= min_coverage, source=src.text,
             media_id=src.media_id, start=src.start, end=src.end, excerpt=src.excerpt,
         ))
-    return out
+    return out, matrix, bests
+
+
+def _judge(text: str, row: np.ndarray, sources: Sequence[SourceSentence], among, context: int
+           ) -> tuple[int, float, float]:
+    """(best source index, its similarity, coverage by the ``context`` closest) among ``among``."""
+    among = list(among)
+    ranked = sorted(among, key=lambda i: -float(row[i]))[: max(context, 1)]
+    best = ranked[0]
+    return best, float(row[best]), coverage(text, [sources[i].text for i in ranked])
 
 
 def select_key_sentences(vectors: np.ndarray, k: int, *, diversity: float = 0.3) -> list[int]:
@@ -274,3 +286,161 @@ def select_key_sentences(vectors: np.ndarray, k: int, *, diversity: float = 0.3)
         picked.append(best)
         closest = np.maximum(closest, vectors @ vectors[best])
     return sorted(picked)
+
+
+# -- answers ---------------------------------------------------------------------------
+NOT_ANSWERED = "The recordings do not answer this question."
+NOTHING_INDEXED = "Nothing indexed matches this question."
+# The model's citation markers: [2], [1, 3], [Excerpt 2]; and the [mm:ss] times older
+# prompts asked for. All are removed from the answer's text.
+_MARKER = re.compile(r"\s*\[\s*(?:excerpts?\s*)?(\d{1,3}(?:\s*[,;]\s*\d{1,3})*)\s*\]", re.I)
+_TIMESTAMP = re.compile(r"\s*\[\d{1,2}:\d{2}(?::\d{2})?(?:\s*[-–]\s*\d{1,2}:\d{2}(?::\d{2})?)?\]")
+_ONLY_MARKERS = re.compile(r"^(?:\s*\[[^\]]*\]\s*[.,;:]?)+$")
+
+
+def strip_markers(sentence: str) -> tuple[str, list[int]]:
+    """``sentence`` without its bracket markers, and the excerpt numbers they named."""
+    cited = [int(n) for m in _MARKER.finditer(sentence) for n in re.split(r"\s*[,;]\s*", m.group(1))]
+    text = _TIMESTAMP.sub("", _MARKER.sub("", sentence))
+    text = re.sub(r"\s+([.,;:!?。！？])", r"\1", text).strip()
+    return text, list(dict.fromkeys(cited))
+
+
+def answer_sentences(raw: str, excerpts: int) -> list[tuple[str, list[int]]]:
+    """The model's answer as (sentence without markers, excerpt numbers it cited). A marker
+    after a full stop ("… lagoon. [1]") belongs to the sentence before it; numbers outside
+    1..``excerpts`` are dropped."""
+    out: list[tuple[str, list[int]]] = []
+    for piece in split_sentences(raw):
+        leading = re.match(r"^(?:\s*\[[^\]]*\]\s*)+", piece)
+        if leading and out:
+            _, cited = strip_markers(leading.group())
+            out[-1][1].extend(n for n in cited if n not in out[-1][1])
+            piece = piece[leading.end():]
+        if _ONLY_MARKERS.match(piece) or not piece.strip():
+            continue
+        text, cited = strip_markers(piece)
+        if any(ch.isalnum() for ch in text):
+            out.append((text, cited))
+    return [(text, [n for n in cited if 1 <= n <= excerpts]) for text, cited in out]
+
+
+def excerpt_sentences(hits, store=None) -> list[SourceSentence]:
+    """The sentences of the excerpts (search hits) given to the model, each with its time
+    and its excerpt's number: the chunk's sentences (``mediaflow.seek.sentences_of``), cut
+    further at sentence ends (times spread by characters)."""
+    from mediaflow.seek import sentences_of
+
+    out: list[SourceSentence] = []
+    for number, hit in enumerate(hits, start=1):
+        units = sentences_of(hit, store) or []
+        if not units:
+            out.extend(_spread(hit.text, hit.start, hit.end, hit.media_id, number))
+        for unit_ in units:
+            out.extend(_spread(unit_.text, unit_.start, unit_.end, hit.media_id, number))
+    return out
+
+
+def _spread(text: str, start: float, end: float, media_id: str | None, excerpt: int | None) -> list[SourceSentence]:
+    text = text.strip()
+    parts = split_sentences(text)
+    if len(parts) <= 1:
+        return [SourceSentence(text, start, end, media_id, excerpt)] if parts else []
+    span, offset, out = max(end - start, 0.0), 0, []
+    for part in parts:
+        at = text.find(part, offset)
+        at = offset if at < 0 else at
+        offset = at + len(part)
+        out.append(SourceSentence(part, start + span * at / len(text), start + span * offset / len(text),
+                                  media_id, excerpt))
+    return out
+
+
+def join_sentences(sentences: Sequence[str]) -> str:
+    """Sentences as one text: a space between them, none after a CJK full stop."""
+    text = ""
+    for sentence in sentences:
+        text += sentence if not text or text[-1] in _CJK_END else " " + sentence
+    return text
+
+
+def dedupe(sentences: Sequence[str]) -> list[str]:
+    """Sentences in order, each once (small models repeat themselves)."""
+    seen: set[str] = set()
+    out = []
+    for sentence in sentences:
+        key = " ".join(re.findall(r"\w+", sentence.lower()))
+        if key and key not in seen:
+            seen.add(key)
+            out.append(sentence)
+    return out
+
+
+def ground_answer(
+    question: str,
+    raw: str,
+    hits,
+    embedder,
+    *,
+    min_similarity: float,
+    min_coverage: float,
+    store=None,
+) -> Answer:
+    """The model's answer ``raw`` to ``question`` from ``hits`` (excerpt n = hits[n-1]),
+    checked sentence by sentence against the excerpts' sentences.
+
+    A sentence is kept when an excerpt sentence supports it (``check_support``). Its
+    citations are the excerpt holding that sentence, plus each excerpt the model cited for
+    it that supports it too; each citation seeks to its supporting sentence. The model's
+    markers are removed from the text (``SentenceSupport.cited`` keeps them;
+    ``SentenceSupport.citations`` numbers the answer's own). With no sentence kept, the
+    answer is ``NOT_ANSWERED`` with no citations."""
+    figures = {"min_similarity": min_similarity, "min_coverage": min_coverage, "excerpts": len(hits)}
+    if not hits:
+        return Answer(question=question, answer=NOTHING_INDEXED, citations=[], grounded=False, **figures)
+    sentences: list[str] = []
+    cites: list[list[int]] = []
+    seen: dict[str, int] = {}
+    for text, cited in answer_sentences(raw, len(hits)):  # each sentence once (small models repeat)
+        key = " ".join(re.findall(r"\w+", text.lower()))
+        if key not in seen:
+            seen[key] = len(sentences)
+            sentences.append(text)
+            cites.append([])
+        cites[seen[key]].extend(n for n in cited if n not in cites[seen[key]])
+    sources = excerpt_sentences(hits, store)
+    support, matrix, bests = _check(sentences, sources, embedder, min_similarity, min_coverage)
+    citations: list[Citation] = []
+    number: dict[int, int] = {}  # excerpt number -> citation number
+    for item, row, best, cited in zip(support, matrix, bests, cites, strict=True):
+        item.cited = cited
+        if not item.kept:
+            continue
+        backing = [(item.excerpt, best, item.score)]
+        for n in item.cited:
+            if n == item.excerpt:
+                continue
+            among = [i for i, s in enumerate(sources) if s.excerpt == n]
+            if not among:
+                continue
+            best, score, covered = _judge(item.text, row, sources, among, SUPPORT_CONTEXT)
+            if score >= min_similarity and covered >= min_coverage:
+                backing.append((n, best, score))
+        for n, best, score in backing:
+            if n not in number:
+                hit = hits[n - 1]
+                number[n] = len(citations) + 1
+                citations.append(Citation(
+                    media_id=hit.media_id, start=hit.start, end=hit.end, text=hit.text,
+                    seek=sources[best].start, excerpt=n, score=round(score, 4)))
+            else:
+                cited = citations[number[n] - 1]
+                cited.score = max(cited.score or 0.0, round(score, 4))
+            item.citations.append(number[n])
+    kept = [item.text for item in support if item.kept]
+    dropped = sum(not item.kept for item in support)
+    if not kept:
+        return Answer(question=question, answer=NOT_ANSWERED, citations=[], grounded=False,
+                      support=support, dropped=dropped, **figures)
+    return Answer(question=question, answer=join_sentences(kept), citations=citations, grounded=True,
+                  support=support, dropped=dropped, **figures)

@@ -169,15 +169,20 @@ class SummaryRecord(BaseModel):
     """``summary.json`` (the Markdown lives in ``summary.md``)."""
 
     model: str
-    text: str = Field(description="The summary: the kept sentences (or the key sentences, extractive).")
-    map_calls: int = Field(description="LLM calls made.")
-    method: Literal["condensed", "extractive", "empty", "unchecked"] = Field(
+    text: str = Field(description="The summary: its sentences (``sentences``) as one text.")
+    map_calls: int = Field(description="LLM calls made (one per run of key sentences).")
+    method: Literal["condensed", "extractive", "mixed", "empty", "unchecked"] = Field(
         default="unchecked",
-        description="condensed: the LLM's sentences the transcript supports; extractive: the "
-        "transcript supported none of them, so the key sentences are the summary; empty: no "
-        "speech; unchecked: written before summaries were checked (the stage runs again).")
-    min_similarity: float | None = Field(default=None, description="The support threshold applied.")
-    sentences: int = Field(default=0, description="Transcript sentences checked against.")
+        description="condensed: the LLM's sentences that the transcript supports; extractive: it "
+        "supported none of them, so the key sentences as said are the summary; mixed: so for some "
+        "runs of key sentences; empty: no speech; unchecked: written before summaries were "
+        "checked (the stage runs again).")
+    sentences: list[Sentence] = Field(
+        default_factory=list, description="The summary's sentences, each with the start and end of "
+        "the transcript sentence it rests on.")
+    min_similarity: float | None = Field(default=None, description="The similarity threshold applied.")
+    min_coverage: float | None = Field(default=None, description="The coverage threshold applied.")
+    transcript_sentences: int = Field(default=0, description="Transcript sentences checked against.")
     key_sentences: list[Sentence] = Field(
         default_factory=list, description="The transcript sentences the LLM condensed, in time order.")
     support: list[SentenceSupport] = Field(
@@ -236,7 +241,8 @@ class Answer(BaseModel):
     citations: list[Citation]
     grounded: bool = Field(default=False, description="The answer comes from the recordings: at "
                            "least one sentence was supported by an excerpt.")
-    min_similarity: float | None = Field(default=None, description="The support threshold applied.")
+    min_similarity: float | None = Field(default=None, description="The similarity threshold applied.")
+    min_coverage: float | None = Field(default=None, description="The coverage threshold applied.")
     excerpts: int = Field(default=0, description="Excerpts given to the LLM.")
     support: list[SentenceSupport] = Field(
         default_factory=list, description="Every sentence the LLM wrote, kept or dropped.")

@@ -8,18 +8,17 @@ backend in a worker pool, the worker image one stage at a time
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mediaflow import grounding
 from mediaflow.config import Settings, get_settings
 from mediaflow.engines import Engines
 from mediaflow.errors import InvalidMediaError, MediaflowError, NotFoundError
 from mediaflow.models import (
     Answer,
-    Citation,
     ProbeResult,
     SearchHit,
     SourceRecord,
@@ -33,10 +32,8 @@ from mediaflow.stages.context import StageContext
 from mediaflow.stages.probe import probe_file
 from mediaflow.stores import ArtifactStore, VectorIndex
 from mediaflow.stores.artifacts import check_media_id
-from mediaflow.subtitles import mmss
 
 log = logging.getLogger(__name__)
-CITATION = re.compile(r"\[\d{1,2}:\d{2}(:\d{2})?")
 
 StageStatus = Literal["started", "progress", "done", "cached", "skipped", "failed"]
 
@@ -333,28 +330,34 @@ class Pipeline:
         self, question: str, *, media_id: str | None = None, top_k: int = 4,
         collection: str | None = None,
     ) -> Answer:
+        """An answer from the ``top_k`` excerpts closest to ``question`` only (``answer``)."""
         hits = self.search(question, top_k=top_k, media_id=media_id, collection=collection)
-        if not hits:
-            return Answer(question=question, answer="Nothing indexed matches this question.", citations=[])
-        answer = self.engines.chat.complete(answer_prompt(question, hits), max_tokens=200)
-        if not CITATION.search(answer):
-            # Small models often drop the citation; the best excerpt is the grounding.
-            answer = f"{answer.rstrip()} [{mmss(hits[0].start)}]"
-        return Answer(
-            question=question,
-            answer=answer,
-            citations=[Citation(media_id=h.media_id, start=h.start, end=h.end, text=h.text) for h in hits],
+        return self.answer(question, hits)
+
+    def answer(self, question: str, hits: Sequence[SearchHit]) -> Answer:
+        """The LLM's answer from ``hits`` (numbered excerpts), kept only where an excerpt's
+        sentence supports it (``mediaflow.grounding.ground_answer``); citations are the
+        supporting excerpts. Touches no index (the gateway calls it without its index lock)."""
+        hits = list(hits)
+        raw = self.engines.chat.complete(answer_prompt(question, hits), max_tokens=200) if hits else ""
+        return grounding.ground_answer(
+            question, raw, hits, self.engines.embedder, store=self.store,
+            min_similarity=self.settings.grounding_min_similarity,
+            min_coverage=self.settings.grounding_min_coverage,
         )
 
 
+ANSWER_SYSTEM_PROMPT = (
+    "Answer the question using only the numbered excerpts of a recording. Answer in one or two "
+    "short sentences. After each sentence, write the number of the excerpt it comes from in "
+    "brackets, like [2]. If the excerpts do not answer the question, say so."
+)
+
+
 def answer_prompt(question: str, hits: Sequence[SearchHit]) -> list[dict[str, str]]:
-    excerpts = "\n".join(f"[{mmss(h.start)}] {h.text}" for h in hits)
+    """The excerpts numbered [1], [2], … (``SentenceSupport.cited`` refers to these numbers)."""
+    excerpts = "\n".join(f"[{n}] {h.text}" for n, h in enumerate(hits, start=1))
     return [
-        {
-            "role": "system",
-            "content": "Answer questions about a recording using only the excerpts given. "
-            "Each excerpt starts with its timestamp in brackets. Answer in one or two sentences "
-            "and cite the timestamp of the excerpt you used, like [01:23].",
-        },
+        {"role": "system", "content": ANSWER_SYSTEM_PROMPT},
         {"role": "user", "content": f"Excerpts:\n{excerpts}\n\nQuestion: {question}"},
     ]

@@ -110,6 +110,7 @@ class WhisperXTranscriber:
         diarize_model: str | None = None,
     ):
         import whisperx
+        import whisperx.asr  # noqa: F401  (sets up WhisperX's logger, see _whisperx_logs_to_stderr)
 
         _whisperx_logs_to_stderr()
         self.model_path = model or bundled_whisper_model()

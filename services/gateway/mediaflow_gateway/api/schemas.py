@@ -86,6 +86,7 @@ class MediaView(BaseModel):
                                                            "set on GET /v1/media/{id}, not in listings.")
     language_probability: float | None = Field(
         default=None, description="Whisper's probability of the detected language; null when it was given.")
+    language_name: str | None = Field(default=None, description="The language's English name, e.g. French.")
     stream_url: str = Field(description="Signed, time-limited URL for <video>/<audio> (range requests).")
     page_url: str
 
@@ -133,16 +134,27 @@ class AskRequest(_Body):
 
 class CitationView(BaseModel):
     media_id: str
-    start: float
+    start: float = Field(description="The cited excerpt's start (s); start..end is the whole excerpt.")
     end: float
-    text: str
-    link: str
+    text: str = Field(description="The excerpt's text.")
+    seek: float = Field(description="Where the supporting sentence is said: its start (s).")
+    excerpt: int | None = Field(default=None, description="The excerpt's number in the prompt.")
+    score: float | None = Field(default=None, description="Best similarity of an answer sentence to it.")
+    link: str = Field(description="Deep link: the media page at ``seek`` (#t=SECONDS).")
 
 
 class AskResponse(BaseModel):
     question: str
-    answer: str
+    answer: str = Field(description="The sentences the excerpts support (no [n] markers: "
+                        "``sentences[].citations`` numbers each one's citations), or, when "
+                        "``grounded`` is false, a fixed message that the recordings do not answer it.")
     citations: list[CitationView]
+    grounded: bool = Field(default=False, description="At least one answer sentence is supported.")
+    min_similarity: float | None = None
+    min_coverage: float | None = None
+    dropped: int = Field(default=0, description="Sentences the model wrote that no excerpt supports.")
+    sentences: list[SentenceSupport] = Field(
+        default_factory=list, description="Every sentence the model wrote, with its support figures.")
 
 
 def deep_link(media_id: str, seconds: float) -> str:

@@ -23,12 +23,11 @@ from typing import IO
 import httpx
 
 from mediaflow.errors import InvalidSourceError, NotFoundError
-from mediaflow.models import Answer, Citation, ProbeResult, SearchHit, SourceRecord, SummaryRecord, Transcript
-from mediaflow.pipeline import CITATION, Pipeline, answer_prompt
+from mediaflow.models import Answer, ProbeResult, SearchHit, SourceRecord, SummaryRecord, Transcript
+from mediaflow.pipeline import Pipeline
 from mediaflow.sources import check_under_roots, media_id_for
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stages import STAGES
-from mediaflow.subtitles import mmss
 from mediaflow_gateway.api.schemas import JobView
 from mediaflow_gateway.settings import GatewaySettings
 from mediaflow_gateway.sniff import MIME_BY_EXTENSION
@@ -302,17 +301,10 @@ class Backend(ABC):
                                        lock=self.index_lock)
 
     async def ask(self, question: str, *, media_id: str | None, top_k: int) -> Answer:
-        # Retrieval holds the index lock; the slow LLM call must not, so this
-        # composes the core's retrieval and prompt instead of calling Pipeline.ask.
+        # Retrieval holds the index lock; the slow LLM call and the support check must not,
+        # so this is Pipeline.ask in its two steps: search (locked index), then answer.
         hits = await self.search(question, media_id=media_id, top_k=top_k)
-        if not hits:
-            return Answer(question=question, answer="Nothing indexed matches this question.", citations=[])
-        chat = self.pipeline.engines.chat
-        text = await asyncio.to_thread(chat.complete, answer_prompt(question, hits), max_tokens=200)
-        if not CITATION.search(text):  # small models drop the citation: cite the best excerpt
-            text = f"{text.rstrip()} [{mmss(hits[0].start)}]"
-        citations = [Citation(media_id=h.media_id, start=h.start, end=h.end, text=h.text) for h in hits]
-        return Answer(question=question, answer=text, citations=citations)
+        return await asyncio.to_thread(self.pipeline.answer, question, hits)
 
     # -- readiness -------------------------------------------------------------
     async def readiness(self) -> dict[str, str]:

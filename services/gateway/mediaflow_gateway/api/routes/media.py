@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from mediaflow.errors import InvalidMediaError, InvalidSourceError
 from mediaflow.models import Transcript
 from mediaflow.sources import check_under_roots, check_url_source
+from mediaflow.languages import LANGUAGES
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stages.probe import probe_file
 from mediaflow.subtitles import RENDERERS
@@ -59,7 +60,8 @@ def new_job_id() -> str:
 
 
 def media_view(info: MediaInfo, signer) -> MediaView:
-    return MediaView(**info.__dict__, stream_url=signer.sign(info.media_id), page_url=f"/media/{info.media_id}")
+    return MediaView(**info.__dict__, language_name=LANGUAGES[info.language].title() if info.language in LANGUAGES
+                     else None, stream_url=signer.sign(info.media_id), page_url=f"/media/{info.media_id}")
 
 
 def _created(media_id: str, job: JobView, *, existing: bool = False) -> MediaCreated:

@@ -20,8 +20,12 @@
     const media = await api(`/v1/media/${mediaId}`);
     document.getElementById("media-heading").textContent = media.title;
     document.title = `${media.title} · Mediaflow`;
+    const language = media.language
+      ? `${media.language_name || media.language} (${media.language_probability == null ? "given"
+          : `detected, ${Math.round(media.language_probability * 100)} %`}) · ` : "";
     document.getElementById("media-meta").textContent =
-      media.duration ? `Duration ${mmss(media.duration)} · ${media.stages_done.length} of 7 stages done` : "";
+      media.duration ? `Duration ${mmss(media.duration)} · ${language}${media.stages_done.length} of 7 stages done` : "";
+    if (media.language) document.getElementById("transcript").lang = media.language;  // read aloud in its language
     player.src = media.stream_url;
     const fromHash = /t=([\d.]+)/.exec(location.hash);
     if (fromHash) player.addEventListener("loadedmetadata", () => { player.currentTime = parseFloat(fromHash[1]); }, { once: true });
