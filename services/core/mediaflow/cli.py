@@ -198,7 +198,10 @@ def ask(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, max=20)] = 4,
     as_json: JsonFlag = False,
 ):
-    """Answer a question from the indexed media, citing mm:ss timestamps."""
+    """Answer a question from the indexed media: only sentences the excerpts support, each
+    with the numbers of its sources (▶ where the supporting sentence is said)."""
+    from rich.markup import escape
+
     try:
         with _pipeline() as pipeline:
             answer = pipeline.ask(question, media_id=media_id, top_k=top_k)
@@ -207,12 +210,23 @@ def ask(
     if as_json:
         _emit_json(answer.model_dump())
         return
-    out.print(f"[bold]Q:[/] {answer.question}", highlight=False)
-    out.print(f"[bold]A:[/] {answer.answer}", highlight=False, soft_wrap=True)
+    out.print(f"[bold]Q:[/] {escape(answer.question)}", highlight=False)
+    if answer.grounded:
+        text = " ".join(s.text + "".join(f" [{n}]" for n in s.citations) for s in answer.support if s.kept)
+    else:
+        text = answer.answer
+    out.print(f"[bold]A:[/] {escape(text)}", highlight=False, soft_wrap=True)
     if answer.citations:
         out.print("[bold]Sources:[/]")
-    for c in answer.citations:
-        out.print(f"  [{mmss(c.start)}–{mmss(c.end)}] {c.media_id}: {c.text[:90]}…", highlight=False)
+    for n, c in enumerate(answer.citations, start=1):
+        said = c.quote or c.text
+        excerpt = said if len(said) <= 90 else said[:90].rstrip() + "…"
+        out.print(f"  {escape(f'[{n}]')} ▶ {mmss(c.seek)} {escape(f'[{mmss(c.start)}–{mmss(c.end)}]')} "
+                  f"{c.media_id}: {escape(excerpt)}", highlight=False, soft_wrap=True)
+    if answer.dropped:
+        many = answer.dropped > 1
+        out.print(f"[dim]({answer.dropped} sentence{'s' if many else ''} of the model left out: the excerpts "
+                  f"do not support {'them' if many else 'it'}; --json shows the figures)[/]", highlight=False)
 
 
 @app.command("list")

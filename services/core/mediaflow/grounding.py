@@ -432,7 +432,8 @@ def ground_answer(
                 number[n] = len(citations) + 1
                 citations.append(Citation(
                     media_id=hit.media_id, start=hit.start, end=hit.end, text=hit.text,
-                    seek=sources[best].start, excerpt=n, score=round(score, 4)))
+                    seek=sources[best].start, quote=sources[best].text, excerpt=n,
+                    score=round(score, 4)))
             else:
                 cited = citations[number[n] - 1]
                 cited.score = max(cited.score or 0.0, round(score, 4))

@@ -224,6 +224,7 @@ class Citation(BaseModel):
     seek: float | None = Field(
         default=None, description="Where to play from: the start of the excerpt's sentence that "
         "supports the answer (the excerpt's start when unknown).")
+    quote: str | None = Field(default=None, description="The excerpt's sentence that supports the answer.")
     excerpt: int | None = Field(default=None, description="Its number in the prompt ([1], [2], ...).")
     score: float | None = Field(default=None, description="Best support score of an answer sentence by it.")
 

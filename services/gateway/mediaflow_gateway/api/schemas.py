@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mediaflow.models import SentenceSupport
 from mediaflow.spec import SOURCE_URI_PATTERN, LanguageCode, StageOptions
 from mediaflow.stores.artifacts import MEDIA_ID_PATTERN
 
@@ -138,6 +139,7 @@ class CitationView(BaseModel):
     end: float
     text: str = Field(description="The excerpt's text.")
     seek: float = Field(description="Where the supporting sentence is said: its start (s).")
+    quote: str | None = Field(default=None, description="The excerpt's sentence that supports the answer.")
     excerpt: int | None = Field(default=None, description="The excerpt's number in the prompt.")
     score: float | None = Field(default=None, description="Best similarity of an answer sentence to it.")
     link: str = Field(description="Deep link: the media page at ``seek`` (#t=SECONDS).")

@@ -35,5 +35,10 @@ async def ask(body: AskRequest, backend: BackendDep, caller: CallerDep) -> AskRe
     return AskResponse(
         question=answer.question,
         answer=answer.answer,
-        citations=[CitationView(**c.model_dump(), link=deep_link(c.media_id, c.start)) for c in answer.citations],
+        citations=[CitationView(**c.model_dump(), link=deep_link(c.media_id, c.seek)) for c in answer.citations],
+        grounded=answer.grounded,
+        min_similarity=answer.min_similarity,
+        min_coverage=answer.min_coverage,
+        dropped=answer.dropped,
+        sentences=answer.support,
     )

@@ -82,9 +82,21 @@
     box.replaceChildren(el("p", { class: "muted" }, "Thinking…"));
     try {
       const answer = await api("/v1/ask", { method: "POST", body: { question, media_id: mediaId } });
-      box.replaceChildren(el("p", { class: "answer" }, answer.answer),
+      if (!answer.grounded) {  // the fixed "not answered" message: no sources to show
+        box.replaceChildren(el("p", { class: "answer muted" }, answer.answer));
+        return;
+      }
+      // Each supported sentence, then the numbers of the sources that support it.
+      const text = answer.sentences.filter((s) => s.kept)
+        .map((s) => s.text + s.citations.map((n) => ` [${n}]`).join("")).join(" ");
+      const left = answer.dropped
+        ? [el("p", { class: "muted" }, `${answer.dropped} sentence${answer.dropped > 1 ? "s" : ""} left out: the excerpts do not support ${answer.dropped > 1 ? "them" : "it"}.`)]
+        : [];
+      box.replaceChildren(el("p", { class: "answer" }, text),
         el("ol", { class: "hits", "aria-label": "Sources" },
-          ...answer.citations.map((c) => el("li", {}, seekButton(c.start, c.text)))));
+          ...answer.citations.map((c, i) => el("li", {}, seekButton(c.seek, c.quote || c.text,
+            el("span", { class: "score" }, `[${i + 1}]`))))),
+        ...left);
     } catch (err) { box.replaceChildren(); flash(err.message); }
   });
 
