@@ -82,7 +82,7 @@ async def test_url_with_options_becomes_the_mediajob_spec(cluster):
     obj = (await kube.get(f"{MEDIAJOBS}/{response.json()['job_id']}")).json()
     assert obj["spec"]["source"] == {"uri": body["url"], "title": "Talk"}
     assert obj["spec"]["language"] == "de"
-    assert obj["spec"]["stages"]["chunking"] == {"seconds": 20.0, "overlapSeconds": 5.0}
+    assert obj["spec"]["stages"]["chunking"] == {"seconds": 20.0, "overlapSeconds": 5.0, "pauseSeconds": 1.5}
     assert obj["spec"]["stages"]["summary"]["enabled"] is False
 
 
