@@ -203,7 +203,8 @@ def test_llm_down_fails_the_summary_keeps_the_rest_and_a_rerun_completes(tmp_pat
 
 def test_llm_killed_mid_summary_leaves_no_summary_and_a_rerun_completes(tmp_path, gate, short_media):
     data_dir = tmp_path / "data"
-    # Small map groups: several chat calls (map, map, …, reduce); the server dies during the second.
+    # Small groups: several chat calls (each condensing a run of key sentences); the server
+    # dies during the second.
     group = {"MEDIAFLOW_SUMMARY_GROUP_TOKENS": "20"}
     gate.up()
     gate.kill_during_post(2)
@@ -218,4 +219,4 @@ def test_llm_killed_mid_summary_leaves_no_summary_and_a_rerun_completes(tmp_path
     proc = run_cli(data_dir, gate.url, "process", str(short_media.media), "--json", **group)
     assert_rerun_ran_only_the_summary(proc, data_dir, media_id, chunks, mtime)
     summary = store_for(data_dir).read_model(media_id, "summary.json", SummaryRecord)
-    assert summary.map_calls >= 3 and gate.posts - before == summary.map_calls
+    assert summary.map_calls >= 2 and gate.posts - before == summary.map_calls

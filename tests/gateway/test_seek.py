@@ -10,17 +10,10 @@ import pytest
 import pytest_asyncio
 
 from mediaflow.samples import PASSAGES, make_sample
+from tests.core.test_seek import EARLY, QUERIES  # the same recording, queries and tolerance
 from tests.gateway.conftest import AUTH, multipart, running_app
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
-
-# (query, passage, a word of the transcript sentence that answers it)
-QUERIES = [
-    ("the weather report on an old radio", 0, "radio"),
-    ("how many flowers does a bee visit in one afternoon", 1, "flowers"),
-    ("who climbs the long stairs to clean the lighthouse glass", 2, "stairs"),
-]
-EARLY = 0.5  # word times may start this much before the synthesized passage
 
 
 @pytest.fixture(scope="module")

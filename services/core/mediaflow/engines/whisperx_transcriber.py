@@ -403,10 +403,13 @@ class WhisperXTranscriber:
 
 def _whisperx_logs_to_stderr() -> None:
     """WhisperX logs to stdout ("No language specified...", "Detected language..."): a
-    command's stdout is its output (``--json``), so its log lines go to stderr instead."""
+    command's stdout is its output (``--json``), so its log lines go to stderr instead, and
+    only its warnings (the language is detected and logged here, not by WhisperX)."""
     import sys
 
-    for handler in logging.getLogger("whisperx").handlers:
+    logger = logging.getLogger("whisperx")
+    logger.setLevel(max(logger.level, logging.WARNING))
+    for handler in logger.handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
             handler.setStream(sys.stderr)
 
