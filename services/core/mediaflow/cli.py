@@ -159,7 +159,7 @@ def process(
     out.print(table)
     detected = (f"detected, p={transcript.language_probability:.2f}"
                 if transcript.language_probability is not None else "given")
-    out.print(f"language {transcript.language} ({LANGUAGES.get(transcript.language, '?')}, {detected})",
+    out.print(f"language {transcript.language} ({LANGUAGES.get(transcript.language, '?').title()}, {detected})",
               highlight=False)
     out.print(f"{points} chunks indexed; outputs:")
     for name, uri in files.items():
