@@ -294,7 +294,7 @@ def test_killed_mid_upload_and_mid_job_then_restarted(gateways, clips, tmp_path)
     assert accepted.status_code == 202, accepted.text
     assert accepted.json()["media_id"] == accepted.json()["job_id"] == id_a and not accepted.json()["existing"]
     job_a = second.wait_job(id_a)
-    assert job_a["phase"] == "Succeeded", job_a
+    assert job_a["phase"] == "Succeeded", (job_a.get("message"), job_a.get("conditions"))
     again = second.upload("a-again.mp4", clip_a)
     assert again.status_code == 200 and again.json()["existing"] and again.json()["job_id"] == id_a, again.text
     assert [m["media_id"] for m in second.client.get("/v1/media").json()["items"]] == [id_a]

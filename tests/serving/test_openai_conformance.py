@@ -155,7 +155,7 @@ def test_verbose_json(transcribe, transcriber, speech, granularities):
         conforms(word, "TranscriptionWord")
     segments = body["segments"]
     assert [s["id"] for s in segments] == list(range(len(segments)))
-    tokenizer = transcriber.pipeline.tokenizer
+    tokenizer = transcriber.engine_for("en").pipeline.tokenizer
     for seg in segments:
         conforms(seg, "TranscriptionSegment")
         # the decoder's own figures, not placeholders
@@ -206,14 +206,14 @@ class Recorder:
 
 @pytest.fixture
 def recorder(transcriber):
-    whisper = transcriber.pipeline.model
+    whisper = transcriber.engine_for("en").pipeline.model
     recorder = whisper.model = Recorder(whisper.model)
     yield recorder
     whisper.model = recorder._model
 
 
 def test_prompt_and_temperature_reach_the_decoder_for_that_request_only(transcribe, transcriber, recorder, speech):
-    tokenizer = transcriber.pipeline.tokenizer
+    tokenizer = transcriber.engine_for("en").pipeline.tokenizer
     prompt = "Lighthouse keepers' notes, spelt Mediaflow."
     response = transcribe("verbose_json", key=None, prompt=prompt, temperature="0.4")
     body = conforms(response.json(), "CreateTranscriptionResponseVerboseJson")
@@ -229,7 +229,7 @@ def test_prompt_and_temperature_reach_the_decoder_for_that_request_only(transcri
     recorder.calls.clear()
     plain = transcribe("verbose_json", key=None).json()
     assert recorder.calls and all(tokenizer.sot_prev not in p for c in recorder.calls for p in c["prompts"])
-    assert all("sampling_temperature" not in c and c["beam_size"] == transcriber._options.beam_size
+    assert all("sampling_temperature" not in c and c["beam_size"] == transcriber.engine_for("en")._options.beam_size
                for c in recorder.calls)
     assert {s["temperature"] for s in plain["segments"]} == {0.0}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
 
 from mediaflow.config import Settings
@@ -13,9 +14,17 @@ class Engines:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        # One engine is built at a time: transformers' lazy imports are not thread-safe, and
+        # the gateway warms the embedder in one thread while a job builds the transcriber in
+        # another ("cannot import name 'Pipeline' from 'transformers'").
+        self._building = threading.RLock()
 
     @cached_property
     def transcriber(self) -> Transcriber:
+        with self._building:
+            return self._transcriber()
+
+    def _transcriber(self) -> Transcriber:
         if self.settings.transcriber == "remote":
             from mediaflow.engines.remote import RemoteTranscriber
 
@@ -26,6 +35,10 @@ class Engines:
 
     @cached_property
     def embedder(self) -> Embedder:
+        with self._building:
+            return self._embedder()
+
+    def _embedder(self) -> Embedder:
         if self.settings.embedder == "remote":
             from mediaflow.engines.remote import RemoteEmbedder
 
@@ -35,7 +48,7 @@ class Engines:
         return SentenceTransformerEmbedder.from_settings(self.settings)
 
     @cached_property
-    def chat(self) -> ChatModel:
+    def chat(self) -> ChatModel:  # not under _building: starting the LLM server takes a while
         from mediaflow.engines.openai_chat import OpenAIChatModel
 
         url = self.settings.llm_url

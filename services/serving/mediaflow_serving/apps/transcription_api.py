@@ -157,6 +157,10 @@ def create_app(
     async def key_reused(request: Request, exc: KeyReused):
         return error_response(422, str(exc))
 
+    @app.exception_handler(UnsupportedLanguageError)  # the engine's own check, when it runs
+    async def unsupported_language(request: Request, exc: UnsupportedLanguageError):
+        return error_response(400, str(exc), param="language")
+
     @app.exception_handler(InvalidKey)
     async def invalid_key(request: Request, exc: InvalidKey):
         return error_response(400, str(exc))
@@ -174,7 +178,7 @@ def create_app(
         any upload is stored or decoded."""
         try:
             language = check_language(language)
-            engine = slot.get()
+            engine = slot.engine  # the model's own languages once it is loaded (else: when it runs)
             return engine.check_language(language) if hasattr(engine, "check_language") else language
         except UnsupportedLanguageError as exc:
             raise ApiError(400, str(exc), param="language") from None
