@@ -118,3 +118,12 @@ def running_s3(log: Path, *, auth: bool = False) -> Iterator[MotoS3]:
         yield server
     finally:
         server.stop()
+
+
+def serve_bucket(tmp_path_factory, *, environment: bool = True) -> Iterator[MotoS3]:
+    """A module fixture's body: moto_server with ``BUCKET`` created, and (``environment``) this
+    process pointed at it for the fixture's life."""
+    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        server.create_bucket()
+        with s3_environment(server) if environment else contextlib.nullcontext():
+            yield server

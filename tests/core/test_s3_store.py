@@ -15,15 +15,12 @@ from pathlib import Path
 import pytest
 
 from mediaflow.stores.artifacts import PART_PATTERN, ArtifactStore
-from tests.moto_s3 import BUCKET, running_s3, s3_environment
+from tests.moto_s3 import BUCKET, serve_bucket
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        server.create_bucket()
-        with s3_environment(server):
-            yield server
+    yield from serve_bucket(tmp_path_factory)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from mediaflow.stages import STAGES
 from mediaflow.stores.artifacts import PART_PATTERN
 from tests.conftest import wer
 from tests.gateway.conftest import AUTH, multipart, running_app
-from tests.moto_s3 import BUCKET, running_s3, s3_environment
+from tests.moto_s3 import BUCKET, serve_bucket
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
@@ -30,10 +30,7 @@ PASSAGES = ["The lighthouse keeper climbs the stairs every evening and cleans th
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        server.create_bucket()
-        with s3_environment(server):
-            yield server
+    yield from serve_bucket(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from mediaflow.errors import EngineRequestError, EngineUnavailableError
 from mediaflow_serving.apps.transcription_api import create_app
 from mediaflow_serving.settings import ServingSettings
 from tests.conftest import REPO, free_port, wer
-from tests.moto_s3 import BUCKET, forget_s3fs_instances, running_s3, s3_environment
+from tests.moto_s3 import BUCKET, forget_s3fs_instances, running_s3, s3_environment, serve_bucket
 
 MAX_WER = 0.15
 ROOT = f"s3://{BUCKET}/artifacts"
@@ -47,9 +47,7 @@ class CountingTransport(httpx.BaseTransport):
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with running_s3(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        server.create_bucket()
-        yield server
+    yield from serve_bucket(tmp_path_factory, environment=False)
 
 
 @pytest.fixture(scope="module")
