@@ -20,6 +20,7 @@ _state: dict = {}
 
 @kopf.on.startup()
 async def login(settings: kopf.OperatorSettings, logger, **_) -> None:
+    settings.scanning.disabled = True  # as the mediaflow operator: KMock serves no namespace list
     info = kopf.login_with_kubeconfig(settings=settings, logger=logger)
     _state["kube"] = KubeApi.from_connection(info, timeout=60, connect_timeout=30)
     _state["settings"] = OperatorSettings()

@@ -6,6 +6,8 @@ Run with ``mediaflow-operator`` (or ``kopf run -A path/to/main.py``).
 from __future__ import annotations
 
 import argparse
+import asyncio
+from collections.abc import Callable
 
 import kopf
 
@@ -58,10 +60,25 @@ def run(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             parser.error(str(exc))
     kopf.configure(verbose=args.verbose)
-    kopf.run(
+    operator = kopf.operator(
         clusterwide=namespaces is None,
         namespaces=namespaces or [],
         standalone=settings.standalone,
         peering_name=settings.peering_name,
         liveness_endpoint=args.liveness,
     )
+    # uvloop, as `kopf run` uses: kopf.run() would stay on asyncio's own loop, which spends
+    # several times the CPU per watch event and API call in a burst of MediaJobs.
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        try:
+            runner.run(operator)
+        except asyncio.CancelledError:  # kopf's own shutdown path, as in kopf.run()
+            pass
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:  # optional (no wheel for the platform): asyncio's loop works, slower
+        return None
+    return uvloop.new_event_loop

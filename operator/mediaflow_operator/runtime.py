@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 
 from mediaflow.pipeline import Pipeline
 from mediaflow.spec import MediaJobSpec
+from mediaflow_operator import metrics
 from mediaflow_operator.kube import KubeApi
 from mediaflow_operator.settings import OperatorSettings
 
@@ -62,7 +64,7 @@ class Slots:
 
 
 class JobWatch:
-    """Latest seen state of worker Jobs, fed by the Job watch; daemons wait on it."""
+    """Latest seen name and status of worker Jobs, fed by the Job watch; daemons wait on it."""
 
     def __init__(self):
         self._latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -77,7 +79,12 @@ class JobWatch:
             if (event := self._changed.pop(key, None)) is not None:
                 event.set()
             return
-        self._latest[key] = body
+        # Only what the daemons read (job_outcome): at thousands of MediaJobs, whole Job
+        # manifests (pod template, env, volumes) kept until their TTL are most of the memory.
+        kept: dict[str, Any] = {"metadata": {"name": body["metadata"]["name"]}}
+        if status := body.get("status"):
+            kept["status"] = status
+        self._latest[key] = kept
         self._changed.setdefault(key, asyncio.Event()).set()
 
     def latest(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -104,6 +111,7 @@ class Runtime:
     slots: Slots
     jobs: JobWatch = field(default_factory=JobWatch)
     phases: dict[str, str] = field(default_factory=dict)  # "ns/name" -> phase, for metrics
+    phase_counts: Counter[str] = field(default_factory=Counter)  # phase -> MediaJobs in it
     # Deletion must not race the pipeline: the finalizer marks the MediaJob, waits for its
     # daemon to end and for a stage thread still writing (a thread cannot be cancelled), and
     # only then deletes the worker Job and cleans up. Keys are "ns/name"; stages by media id.
@@ -123,6 +131,19 @@ class Runtime:
 
     def __post_init__(self) -> None:
         self.stage_pool = ThreadPoolExecutor(self.settings.max_running, thread_name_prefix="stage")
+        metrics.publish_phase_counts(self.phase_counts)  # a restarted operator starts from zero
+
+    def note_phase(self, key: str, phase: str | None) -> None:
+        """Record MediaJob ``key``'s phase (None: it is gone) for the metrics and probes."""
+        old = self.phases.pop(key, None) if phase is None else self.phases.get(key)
+        if old == phase:
+            return
+        if phase is not None:
+            self.phases[key] = phase
+            self.phase_counts[phase] += 1
+        if old is not None:
+            self.phase_counts[old] -= 1
+        metrics.publish_phase_counts(self.phase_counts, [p for p in (old, phase) if p is not None])
 
     async def run_stage_async(self, media_id: str, stage: str, spec: MediaJobSpec) -> Any:
         future = self.stage_pool.submit(self.stage_runner(), media_id, stage, spec)

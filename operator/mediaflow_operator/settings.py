@@ -57,7 +57,8 @@ class OperatorSettings(BaseSettings):
     )
     retry_delay_seconds: float = Field(default=10.0, ge=0)
     status_grace_seconds: float = Field(
-        default=1.0, ge=0, description="A stage done within this is reported once, when it ends."
+        default=1.0, ge=0, description="A stage still running after this is reported as started; one "
+        "done sooner, and a finished stage, are reported with the next status patch.",
     )
     job_recheck_seconds: float = Field(
         default=30.0, gt=0, description="Re-read a worker Job this often even without a watch event."

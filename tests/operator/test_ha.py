@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from datetime import datetime
 
 import kmock as km
@@ -89,7 +88,6 @@ def spec_for(sample_video) -> dict:
 
 async def test_one_operator_active_the_standby_takes_over_after_a_kill(
         cluster, operators, kubelet, sample_video):
-    started = time.monotonic()
     ops = operators
 
     async def both_peered():
@@ -158,4 +156,3 @@ async def test_one_operator_active_the_standby_takes_over_after_a_kill(
         assert index.count(media_id) == outputs["chunks"]  # no duplicate points
     finally:
         index.close()
-    assert time.monotonic() - started < 120

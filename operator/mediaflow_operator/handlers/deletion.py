@@ -16,7 +16,7 @@ import asyncio
 import kopf
 
 from mediaflow.status import mediajob_media_id
-from mediaflow_operator import metrics, runtime
+from mediaflow_operator import runtime
 from mediaflow_operator.jobs import job_name, job_namespace
 
 WAIT_SECONDS = 10.0
@@ -51,6 +51,5 @@ async def delete_media(name: str, namespace: str, logger, **_) -> None:
     rt.deleting.discard(key)
     rt.reruns.pop(key, None)
     rt.retry_base.pop(key, None)
-    rt.phases.pop(key, None)
-    metrics.publish_phases(rt.phases)
+    rt.note_phase(key, None)
     logger.info("deleted the Job, points and artifacts of media %s", media_id)

@@ -10,4 +10,4 @@ def running_mediajobs(**_) -> int:
 
 
 def pending_mediajobs(**_) -> int:
-    return sum(1 for phase in runtime.current().phases.values() if phase == "Pending")
+    return runtime.current().phase_counts["Pending"]

@@ -53,7 +53,7 @@ class MediaJobRun:
         self.job_namespace = job_namespace(self.namespace, runtime.current().settings)
         self.status = MediaJobStatus.model_validate(dict(body.get("status") or {}))
         self.rt = runtime.current()
-        self.saved_at = float("-inf")
+        self.unsaved = False  # a routine step is not patched yet (see save)
 
     @property
     def key(self) -> str:
@@ -65,19 +65,27 @@ class MediaJobRun:
         return self.key in self.rt.deleting
 
     async def save(self, *, urgent: bool = True) -> None:
-        """Patch the status; a routine step saved soon after the last patch waits for the next one.
+        """Patch the status now; a routine step (``urgent=False``) is left to the next patch.
 
-        Each patch is a watch event for every watcher: a burst of short stages is thus
-        reported in a few patches, while phase changes, failures and long stages show at once.
+        Each patch is a watch event for every watcher and a request to the API server. A routine
+        step (a stage done) is always followed soon by a patch that carries it: the next stage's
+        once it has run ``status_grace_seconds``, a failure, the finish, or :meth:`flush` when
+        the daemon stops early. A burst of short stages thus costs a patch or two per MediaJob,
+        while phase changes, failures and long stages show at once.
         """
-        if not urgent and time.monotonic() - self.saved_at < self.rt.settings.status_grace_seconds:
+        if not urgent:
+            self.unsaved = True
             return
-        self.saved_at = time.monotonic()
+        self.unsaved = False
         self.status.observed_generation = self.generation
-        self.rt.phases[self.key] = self.status.phase
-        metrics.publish_phases(self.rt.phases)
+        self.rt.note_phase(self.key, self.status.phase)
         await self.rt.kube.patch_status(
             self.namespace, self.name, self.status.model_dump(by_alias=True, mode="json", exclude_none=True))
+
+    async def flush(self) -> None:
+        """Patch what routine steps left unsaved (the daemon stops before its next patch)."""
+        if self.unsaved and not self.deleting:
+            await self.save()
 
     def condition(self, type_: str, status: str, reason: str, message: str = "") -> None:
         self.status.conditions = set_condition(
@@ -99,7 +107,7 @@ class MediaJobRun:
         if phase == "Failed":
             # What the finished stages made stays (transcript, chunks, points): a rerun resumes from it.
             try:
-                await asyncio.to_thread(_fill_outputs, self)
+                await _read_outputs(self)
             except Exception as exc:  # the failure is reported all the same
                 self.logger.warning("outputs of media %s not read: %s", self.media_id, exc)
         await self.save()
@@ -124,6 +132,7 @@ async def run_mediajob(body: kopf.Body, spec, stopped, retry: int, logger, **_) 
             if run.status.phase not in TERMINAL_PHASES:
                 retries = max(0, retry - run.rt.retry_base.get(run.key, 0))
                 await _process(run, job_spec, retries, stopped)
+                await run.flush()  # stopped or deleted mid-way; a no-op after the finish
                 if run.status.phase not in TERMINAL_PHASES:
                     return  # stopped, or the MediaJob is being deleted
             if (value := _rerun_wanted(run)) is not None:
@@ -233,7 +242,7 @@ async def _process(run: MediaJobRun, spec: MediaJobSpec, retry: int, stopped) ->
                 continue
             if run.deleting or not await _remote_stage(run, spec, stage.name, retry):
                 return
-        _fill_outputs(run)
+        await _read_outputs(run)
         await run.finish("Succeeded", "Completed", f"media {run.media_id} transcribed, indexed and summarized")
 
 
@@ -331,6 +340,12 @@ async def _fail_stage(run: MediaJobRun, stage: str, reason: str, message: str) -
     metrics.STAGE_FAILURES.labels(stage).inc()
     run.condition(condition_type(stage), "False", reason, message)
     await run.finish("Failed", reason, f"{stage}: {message}")
+
+
+async def _read_outputs(run: MediaJobRun) -> None:
+    """Fill ``status.outputs`` from the artifacts, off the event loop, in the stage pool: in a
+    burst, the default executor is where new MediaJobs write the job.json their Job reads."""
+    await asyncio.get_running_loop().run_in_executor(run.rt.stage_pool, _fill_outputs, run)
 
 
 def _fill_outputs(run: MediaJobRun) -> None:
