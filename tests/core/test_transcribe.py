@@ -48,3 +48,76 @@ def test_each_passage_starts_where_it_was_spoken(transcript, sample_video):
 
 def test_segments_are_sentence_sized(transcript):
     assert max(s.end - s.start for s in transcript.segments) <= 15
+
+
+# -- the engine's cheaper steps give WhisperX's numbers --------------------------------------
+@pytest.fixture(scope="module")
+def wav_16k(tmp_path_factory, sample_video):
+    wav = tmp_path_factory.mktemp("asr16") / "audio.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", sample_video.media, "-ac", "1", "-ar", "16000",
+                    "-c:a", "pcm_s16le", str(wav)], check=True)
+    return wav
+
+
+def test_a_16k_wav_is_read_as_ffmpeg_decodes_it(wav_16k, tmp_path):
+    import numpy as np
+    import whisperx
+
+    from mediaflow.engines.whisperx_transcriber import load_audio, read_wav_16k_mono
+
+    read = read_wav_16k_mono(wav_16k)
+    assert read is not None and read.dtype == np.float32
+    assert np.array_equal(read, whisperx.load_audio(str(wav_16k)))
+    # cut inside a sample, after a header that promises more: what ffmpeg decodes of it, too
+    data = wav_16k.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 3 + 1])
+    assert np.array_equal(read_wav_16k_mono(cut), whisperx.load_audio(str(cut)))
+    # any other file is ffmpeg's: another rate, another codec, not a WAV
+    other = tmp_path / "22k.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav_16k), "-ar", "22050", str(other)], check=True)
+    floats = tmp_path / "f32.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav_16k), "-c:a", "pcm_f32le", str(floats)], check=True)
+    assert read_wav_16k_mono(other) is None and read_wav_16k_mono(floats) is None
+    assert np.array_equal(load_audio(other), whisperx.load_audio(str(other)))
+    garbage = tmp_path / "notes.wav"
+    garbage.write_bytes(b"RIFF" + b"\x13" * 4000)
+    assert read_wav_16k_mono(garbage) is None
+
+
+def test_chunk_features_are_whisperx_log_mel_bit_for_bit(wav_16k):
+    """The features skip the STFT of the zeros padding a chunk to 30 s: they must still be
+    exactly WhisperX's, for every length a VAD chunk can have, silence included."""
+    import numpy as np
+    import torch
+    from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+
+    from mediaflow.engines.whisperx_transcriber import load_audio, log_mel_features
+
+    audio = load_audio(wav_16k)
+    noise = np.random.default_rng(7).standard_normal(N_SAMPLES).astype(np.float32) * 0.05
+    chunks = [audio[16000:16000 + n] for n in (320_000, 160_001, 12_345, 1_600, 401, N_SAMPLES - 1, N_SAMPLES)]
+    chunks += [noise[:200_000], np.zeros(48_000, np.float32)]
+    lengths = np.random.default_rng(11).integers(1, N_SAMPLES, 40)
+    chunks += [audio[int(n) // 2:int(n) // 2 + int(n)] for n in lengths if n // 2 + n <= len(audio)]
+    for chunk in chunks:
+        expected = log_mel_spectrogram(chunk, n_mels=80, padding=N_SAMPLES - len(chunk))
+        got = log_mel_features(chunk, 80)
+        assert got.shape == expected.shape == (80, 3000)
+        assert torch.equal(got, expected), (len(chunk), float((got - expected).abs().max()))
+
+
+def test_transcript_is_the_same_as_with_whisperx_own_features(engines_cache, wav_16k):
+    """Same words, times and figures as WhisperX's own feature step gives."""
+    engine = getattr(engines_cache.transcriber, "english", engines_cache.transcriber)
+    ours = engine.transcribe(wav_16k, language="en")
+    mine = engine.pipeline.preprocess
+    del engine.pipeline.preprocess  # WhisperX's FasterWhisperPipeline.preprocess again
+    try:
+        import whisperx
+
+        theirs = engine.transcribe_array(whisperx.load_audio(str(wav_16k)), language="en")
+    finally:
+        engine.pipeline.preprocess = mine
+    assert ours.word_timing == theirs.word_timing == "attention"
+    assert ours.model_dump() == theirs.model_dump()

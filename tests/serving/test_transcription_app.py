@@ -149,3 +149,36 @@ def test_an_unknown_language_is_a_400_naming_it(client, speech, language):
         client.audio.transcriptions.create(model="whisper-1", file=audio, language=language)
     error = refused.value.body
     assert error["param"] == "language" and language in error["message"], error
+
+
+# -- audio in: a PCM WAV's header stands for ffprobe, a 16 kHz mono one needs no ffmpeg ----------
+def test_a_pcm_wav_is_probed_from_its_header_as_ffprobe_does(speech, tmp_path):
+    import numpy as np
+    from fastapi import HTTPException
+
+    from mediaflow.stages.probe import probe_file
+    from mediaflow_serving.apps.audio_input import decode_audio, probe_audio
+
+    wav_16k = tmp_path / "speech-16k.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", speech.media, "-ac", "1", "-ar", "16000",
+                    "-c:a", "pcm_s16le", str(wav_16k)], check=True)
+    for path in (Path(speech.media), wav_16k):  # 22.05 kHz (resampled by ffmpeg) and 16 kHz
+        fast, ffprobe = probe_audio(path, max_bytes=MAX_UPLOAD_BYTES), probe_file(path)
+        assert (fast.format_name, fast.audio_codec, fast.has_video) == (ffprobe.format_name, ffprobe.audio_codec,
+                                                                        ffprobe.has_video)
+        assert fast.duration == pytest.approx(ffprobe.duration, abs=1e-3)
+        assert [(s.codec_type, s.sample_rate, s.channels) for s in fast.streams] == \
+            [(s.codec_type, s.sample_rate, s.channels) for s in ffprobe.streams]
+    ffmpeg = subprocess.run(["ffmpeg", "-v", "error", "-i", str(wav_16k), "-f", "s16le", "-"],
+                            capture_output=True, check=True).stdout
+    decoded = decode_audio(wav_16k, max_bytes=MAX_UPLOAD_BYTES)
+    assert np.array_equal(decoded, np.frombuffer(ffmpeg, np.int16).astype(np.float32) / 32768.0)
+    # the limits hold on the fast path as on ffprobe's
+    with pytest.raises(HTTPException) as refused:
+        probe_audio(wav_16k, max_bytes=1000)
+    assert refused.value.status_code == 413
+    empty = tmp_path / "empty.wav"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "0.05",
+                    "-c:a", "pcm_s16le", str(empty)], check=True)
+    with pytest.raises(HTTPException, match="less than 0.1 s"):
+        decode_audio(empty, max_bytes=MAX_UPLOAD_BYTES)

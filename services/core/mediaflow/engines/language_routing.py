@@ -22,7 +22,7 @@ import numpy as np
 
 from mediaflow.engines.base import ProgressFn
 from mediaflow.engines.whisper_models import bundled_english_model, bundled_model_name
-from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber
+from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber, load_audio
 from mediaflow.languages import ENGLISH, check_language
 from mediaflow.models import Transcript
 
@@ -48,9 +48,7 @@ class LanguageRoutedTranscriber:
         return self.multilingual.detect_language(audio)
 
     def transcribe(self, audio_path: Path, **kwargs) -> Transcript:
-        import whisperx
-
-        return self.transcribe_array(whisperx.load_audio(str(audio_path)), **kwargs)
+        return self.transcribe_array(load_audio(audio_path), **kwargs)
 
     def transcribe_array(self, audio: np.ndarray, *, language: str | None = None,
                          on_progress: ProgressFn | None = None, **kwargs) -> Transcript:
