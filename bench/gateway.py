@@ -2,13 +2,12 @@
 
     python bench/gateway.py [--sizes 10000 100000] [--queries 200] [--upload-mb 150]
 
-Search: an embedded Qdrant collection (the pipeline's ``VectorIndex``) filled with N
+Search: the pipeline's embedded ``VectorIndex`` (Qdrant Edge shards) filled with N
 chunks (vectors: real MiniLM embeddings of a few hundred sentences, tiled with
 small random perturbations, so the index has N distinct realistic points).
-- raw: ``QdrantClient.query_points`` with a precomputed query vector;
+- raw: ``qdrant_edge.EdgeShard.query`` on the same shard with a precomputed query vector;
 - gateway: ``POST /v1/search`` through ``httpx.ASGITransport`` (auth, validation,
-  query embedding with MiniLM, the embedded index's exact in-memory search
-  (``mediaflow.stores.exact``, same hits as Qdrant), seek refinement, JSON).
+  query embedding with MiniLM, the embedded index's search, seek refinement, JSON).
 Upload: ``POST /v1/media`` multipart of a generated media file of ~``--upload-mb`` MB
 vs writing the same bytes to disk in 1 MiB blocks.
 Ends with ``BENCH`` lines; targets: gateway search p95 < 50 ms (at 10 k and 100 k chunks) and
@@ -76,11 +75,15 @@ async def time_gateway_search(client, auth, queries: int) -> list[float]:
 
 
 def time_raw_search(index, embedder, queries: int) -> list[float]:
+    import qdrant_edge as qe
+
+    shard = index._edge.shard(index.collection)  # the raw engine on the very same shard
     vectors = embedder.embed(QUERIES)
     times = []
     for i in range(queries):
         t = time.perf_counter()
-        index.client.query_points(index.collection, query=vectors[i % len(vectors)], limit=5, with_payload=True)
+        shard.query(qe.QueryRequest(limit=5, query=qe.Query.Nearest(list(vectors[i % len(vectors)])),
+                                    with_payload=True, params=qe.SearchParams(hnsw_ef=index._edge.hnsw_ef)))
         times.append((time.perf_counter() - t) * 1000)
     return times
 
@@ -118,7 +121,6 @@ async def run(args) -> list[tuple[str, float, str, float]]:
     from mediaflow.config import Settings
     from mediaflow.pipeline import Pipeline
     from mediaflow.stores import VectorIndex
-    from qdrant_client import QdrantClient
     from mediaflow_gateway.backends.embedded import EmbeddedBackend
     from mediaflow_gateway.main import create_app
     from mediaflow_gateway.settings import GatewaySettings
@@ -132,13 +134,7 @@ async def run(args) -> list[tuple[str, float, str, float]]:
         shared_engines = None
         for n in args.sizes:
             core = Settings(data_dir=tmp / f"data-{n}", summary=False, threads=2)
-            # Embedded Qdrant in memory: the same local engine the pipeline uses (it keeps
-            # every vector in memory and searches with numpy either way), without its
-            # on-disk persistence, which writes one SQLite row per point and would make
-            # filling 100 k points take tens of minutes.
-            index = VectorIndex(path=tmp / f"unused-{n}", collection=core.collection)
-            index.client = QdrantClient(location=":memory:")
-            pipeline = Pipeline(core, index=index)
+            pipeline = Pipeline(core, index=VectorIndex.from_settings(core))
             if shared_engines is not None:
                 pipeline.engines = shared_engines
             shared_engines = pipeline.engines
@@ -160,14 +156,14 @@ async def run(args) -> list[tuple[str, float, str, float]]:
             rows.append((n, fill_seconds, raw, embed, gateway))
 
     print(f"\nsearch, top_k=5, {args.queries} queries per size (ms)")
-    print(f"{'chunks':>8} {'fill s':>7} {'raw qdrant p50/p95':>20} {'raw embed+qdrant p95':>21} "
+    print(f"{'chunks':>8} {'fill s':>7} {'raw qdrant-edge p50/p95':>24} {'raw embed+edge p95':>19} "
           f"{'gateway p50/p95':>17} {'ratio p95':>10}")
     bench_lines = []
     for n, fill_seconds, raw, embed, gateway in rows:
         raw_total_p95 = percentile([a + b for a, b in zip(raw, embed, strict=True)], 95)
         g50, g95 = percentile(gateway, 50), percentile(gateway, 95)
-        print(f"{n:>8} {fill_seconds:>7.1f} {percentile(raw, 50):>9.1f} / {percentile(raw, 95):>7.1f} "
-              f"{raw_total_p95:>21.1f} {g50:>7.1f} / {g95:>7.1f} {g95 / raw_total_p95:>10.2f}")
+        print(f"{n:>8} {fill_seconds:>7.1f} {percentile(raw, 50):>13.1f} / {percentile(raw, 95):>8.1f} "
+              f"{raw_total_p95:>19.1f} {g50:>7.1f} / {g95:>7.1f} {g95 / raw_total_p95:>10.2f}")
         label = f"{n // 1000}k"
         bench_lines.append((f"gateway_search_p95_ms_{label}", g95, "<", SEARCH_P95_TARGET_MS))
         bench_lines.append((f"gateway_search_p95_vs_raw_{label}", g95 / raw_total_p95, "<=", SEARCH_OVERHEAD_TARGET))

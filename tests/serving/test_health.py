@@ -150,21 +150,27 @@ async def test_busy_cuda_replica_gets_the_device_check_only():
     assert cuda_probe(SimpleNamespace(device="cuda:0")) is not None
 
 
-async def test_embeddings_check_embeds_and_catches_a_broken_model(embedder, monkeypatch):
+@pytest.mark.parametrize("model", ["all-MiniLM-L6-v2", "use-multilingual-v3"])
+async def test_embeddings_check_embeds_and_catches_a_broken_model(embedder, monkeypatch, model):
+    """The app serves both models; either one broken makes the replica unhealthy."""
+    assert embedder.model_names == ("all-MiniLM-L6-v2", "use-multilingual-v3")
     app = await loaded_app(embeddings_api, embedder)
     check = embeddings_health(app, timeout_s=20)
     await check()
     assert check.last == "inference"
-    monkeypatch.setattr(embedder, "embed", lambda texts: [[float("nan")] * embedder.dim])
+    broken = embedder.get(model)
+    monkeypatch.setattr(broken, "embed", lambda texts: [[float("nan")] * broken.dim])
     with pytest.raises(Unhealthy, match="bad vector"):
         await check()
 
     def dead(texts):
         raise RuntimeError("CUDA error: device-side assert triggered")
 
-    monkeypatch.setattr(embedder, "embed", dead)
+    monkeypatch.setattr(broken, "embed", dead)
     with pytest.raises(Unhealthy, match="device-side assert"):
         await check()
+    monkeypatch.undo()
+    await check()  # healthy again once the model works
 
 
 @pytest.mark.parametrize("deployment", [TranscriptionServer, EmbeddingsServer])

@@ -20,7 +20,8 @@ def test_apps_import_without_ray():
 def test_embeddings_app_under_plain_asgi():
     with TestClient(embeddings_app(load_embedder)) as client:
         assert client.get("/health").json() == {"status": "ok", "model": "all-MiniLM-L6-v2"}
-        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["all-MiniLM-L6-v2"]
+        # the English model first (the default), then the multilingual one of non-English media
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["all-MiniLM-L6-v2", "use-multilingual-v3"]
         body = client.post("/v1/embeddings", json={"input": ["one", "two"]}).json()
         assert [d["index"] for d in body["data"]] == [0, 1] and len(body["data"][0]["embedding"]) == 384
         # without Ray every request is its own model call

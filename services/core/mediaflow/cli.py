@@ -135,7 +135,7 @@ def process(
                 out_dir.mkdir(parents=True, exist_ok=True)
                 for name in files:
                     (out_dir / name).write_bytes(pipeline.store.read_bytes(result.media_id, name))
-            points = pipeline.index(pipeline.spec_for(result.media_id).stages.index.collection).count(result.media_id)
+            points = pipeline.points(result.media_id)
             transcript = pipeline.transcript(result.media_id)
     except MediaflowError as exc:
         _fail(_stage_failure(exc, failed[-1] if failed else None))

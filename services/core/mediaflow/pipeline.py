@@ -19,6 +19,7 @@ from mediaflow.engines import Engines
 from mediaflow.errors import InvalidMediaError, MediaflowError, NotFoundError
 from mediaflow.models import (
     Answer,
+    IndexRecord,
     ProbeResult,
     SearchHit,
     SourceRecord,
@@ -230,9 +231,26 @@ class Pipeline:
                 # The input was unusable after all (e.g. truncated): keep nothing of it.
                 self.delete(src.media_id)
                 raise
+            if stage.name == "extract_audio":
+                self._prepare_summary(src.media_id, spec, until)
             if stage.name == until:
                 break
         return result
+
+    def _prepare_summary(self, media_id: str, spec: MediaJobSpec, until: str | None) -> bool:
+        """Begin the LLM server's start now, in the background, when this run will summarize:
+        its ~30 s start then overlaps transcription. Called once the audio is decoded, not
+        before: a file that probes well can still turn out truncated there, and bad input
+        must start nothing (the decode is ~1 % of a run). Not when the summary is done
+        already (a rerun), nor when the run stops earlier (``until``)."""
+        if not (self.settings.llm_early_start and self.settings.summary and spec.stages.summary.enabled):
+            return False
+        if until is not None and until != "summarize":
+            return False
+        summarize = STAGE_BY_NAME["summarize"]
+        if self.completed(media_id, summarize, self.context(media_id, spec)):
+            return False
+        return self.engines.prepare_chat()
 
     def default_spec(
         self, src: SourceRecord, *, language: str | None = None, transcription: dict | None = None
@@ -288,18 +306,40 @@ class Pipeline:
                     "title": src.title,
                     "duration": probe.duration if probe else None,
                     "stages_done": done,
-                    "points": self.index(self.spec_for(media_id).stages.index.collection).count(media_id),
+                    "collection": (collection := self.media_collection(media_id)),
+                    "points": self.index(collection).count(media_id),
                     "summary": summary.text if summary else None,
                 }
             )
         return items
 
+    def media_collection(self, media_id: str) -> str:
+        """Where the media's points are: the collection ``index.json`` names; before it is
+        indexed, the one its language picks under its spec's base collection."""
+        record = self.store.read_model(media_id, "index.json", IndexRecord)
+        if record is not None:
+            return record.collection
+        transcript = self.store.read_model(media_id, "transcript.json", Transcript)
+        return self.engines.collection_for(self.spec_for(media_id).stages.index.collection,
+                                           transcript.language if transcript else None)
+
+    def points(self, media_id: str) -> int:
+        """How many points of the media the index holds (in its own collection)."""
+        return self.index(self.media_collection(media_id)).count(media_id)
+
     def delete(self, media_id: str) -> bool:
+        """The media's artifacts and its points in every collection they could be in: each
+        embedder's under the settings' and the spec's base collection, and the one
+        ``index.json`` names."""
         check_media_id(media_id)
-        collections = {self.settings.collection}
+        bases = {self.settings.collection}
         if self.store.exists(media_id, "job.json"):
-            collections.add(self.spec_for(media_id).stages.index.collection)
-        for name in collections:
+            bases.add(self.spec_for(media_id).stages.index.collection)
+        collections = {name for base in bases for name, _ in self.engines.embedders(base)}
+        record = self.store.read_model(media_id, "index.json", IndexRecord)
+        if record is not None:
+            collections.add(record.collection)
+        for name in sorted(collections):
             self.index(name).delete_media(media_id)
         return self.store.delete_media(media_id)
 
@@ -310,6 +350,13 @@ class Pipeline:
     ) -> list[SearchHit]:
         """The ``top_k`` chunks closest to ``query``, each with its ``seek``: the start of its
         sentence closest to the query (``mediaflow.seek``; ``seek=False``: the chunk's start).
+
+        One media: its collection, with the embedder it was indexed with. The whole library
+        (``collection``: the base collection, default the settings'): every embedder's
+        collection that holds points, the query embedded once per embedder, each hit's
+        ``seek`` placed with its own embedder; hits of several collections are then ranked on
+        one scale (``merge_hits``).
+
         ``lock``, when given, is held around the index access only (the gateway shares one
         embedded Qdrant client between threads); embedding never holds it."""
         import contextlib
@@ -318,13 +365,61 @@ class Pipeline:
 
         if not query.strip():
             raise MediaflowError("empty query")
+
+        def locked():
+            return lock if lock is not None else contextlib.nullcontext()
+
         if media_id:
             self._source(media_id)
-        embedder = self.engines.embedder
-        [vector] = embedder.embed([query])
-        with lock if lock is not None else contextlib.nullcontext():
-            hits = self.index(collection).search(vector, top_k=top_k, media_id=media_id)
-        return seeking.place(vector, hits, embedder, self.store) if seek else hits
+            base = self.spec_for(media_id).stages.index.collection
+            name = self.media_collection(media_id)
+            sources = [(name, lambda: self.engines.embedder_of_collection(base, name))]
+        else:
+            with locked():
+                # a collection with no points is not searched: its embedder is never loaded
+                sources = [(name, get) for name, get in self.engines.embedders(collection or self.settings.collection)
+                           if self.index(name).count() > 0]
+        found: list[tuple[object, list[float], list[SearchHit]]] = []
+        for name, get in sources:
+            embedder = get()
+            [vector] = embedder.embed([query])
+            with locked():
+                hits = self.index(name).search(vector, top_k=top_k, media_id=media_id)
+            for hit in hits:
+                hit.model = hit.indexed_with = embedder.name
+            if seek:
+                seeking.place(vector, hits, embedder, self.store)
+            if hits:
+                found.append((embedder, vector, hits))
+        if len(found) <= 1:
+            return found[0][2] if found else []
+        return self.merge_hits(query, found, top_k)
+
+    def merge_hits(self, query: str, found, top_k: int) -> list[SearchHit]:
+        """The ``top_k`` best of the hits of several collections (``found``: each collection's
+        embedder, query vector and hits), every one scored by the multilingual embedder.
+
+        Why not reciprocal rank fusion or per-collection normalisation: both are made for lists
+        that rank the same documents, or that share a score distribution. Here each collection
+        holds other media, so either would give each collection's best hit the same fused
+        score (a German query would rank the best English chunk as high as the German passage
+        it is about), and raw cosines are not comparable (on bench/multilingual_embeddings.py a
+        matching pair scores 0.61 on average for MiniLM, 0.40 for USE). The multilingual
+        embedder reads every language the collections hold, so its cosine of the query and
+        each candidate chunk ranks them all on one scale; it re-embeds only the other
+        collections' candidates (``top_k`` chunks each; USE encodes ~1,000 sentences/s)."""
+        judge = self.engines.multilingual_embedder
+        query_vector = next((v for e, v, _ in found if e is judge), None)
+        if query_vector is None:
+            [query_vector] = judge.embed([query])
+        hits = [hit for _, _, group in found for hit in group]
+        rescore = [hit for hit in hits if hit.model != judge.name]
+        if rescore:
+            unit_query = grounding.unit([query_vector])[0]
+            for hit, vector in zip(rescore, grounding.unit(judge.embed([h.text for h in rescore])), strict=True):
+                hit.score, hit.model = float(vector @ unit_query), judge.name
+        hits.sort(key=lambda hit: hit.score, reverse=True)
+        return hits[:top_k]
 
     def ask(
         self, question: str, *, media_id: str | None = None, top_k: int = 4,
@@ -341,10 +436,20 @@ class Pipeline:
         hits = list(hits)
         raw = self.engines.chat.complete(answer_prompt(question, hits), max_tokens=200) if hits else ""
         return grounding.ground_answer(
-            question, raw, hits, self.engines.embedder, store=self.store,
+            question, raw, hits, self.answer_embedder(hits), store=self.store,
             min_similarity=self.settings.grounding_min_similarity,
             min_coverage=self.settings.grounding_min_coverage,
         )
+
+    def answer_embedder(self, hits: Sequence[SearchHit]):
+        """The embedder an answer's support check compares sentences with: the one the
+        excerpts' media were indexed with; when any was indexed with the multilingual one,
+        that one (the answer may be in another language than an excerpt, which it compares
+        across languages and the English one cannot)."""
+        multilingual = self.engines.multilingual_name
+        if multilingual and any(hit.indexed_with == multilingual for hit in hits):
+            return self.engines.multilingual_embedder
+        return self.engines.embedder
 
 
 ANSWER_SYSTEM_PROMPT = (

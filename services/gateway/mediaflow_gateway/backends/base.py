@@ -315,7 +315,7 @@ class Backend(ABC):
 
     def _check_qdrant(self) -> str:
         try:
-            self._locked(lambda: self.pipeline.index().client.get_collections())
+            self._locked(lambda: self.pipeline.index().check())
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return f"unreachable: {type(exc).__name__}: {exc}"
         return "ok"

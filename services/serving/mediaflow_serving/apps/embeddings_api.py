@@ -1,11 +1,19 @@
-"""``POST /v1/embeddings`` in OpenAI's shape over any ``mediaflow`` ``Embedder``.
+"""``POST /v1/embeddings`` in OpenAI's shape over ``mediaflow`` ``Embedder`` s.
 
-    app = create_app(lambda: SentenceTransformerEmbedder())     # uvicorn, no Ray
+    app = create_app(lambda: SentenceTransformerEmbedder())     # uvicorn, no Ray: one model
+    app = create_app(lambda: ServedEmbedders([minilm, use]))     # several, picked by ``model``
     app = create_app(factory, batcher=serve.batch(max_batch_size=64))   # under Ray Serve
 
-Requests go through ``batcher``: a decorator turning ``encode_many(list of text lists)``
-into ``encode(text list)``. Without Ray each request is its own model call; under Ray
-Serve ``@serve.batch`` merges concurrent requests into one ``encode`` call.
+One app serves every model its factory gives (``ServedEmbedders``; ``GET /v1/models`` lists
+them): a request's ``model`` picks one, none picks the first (the default), and a model not
+served is a 404 in OpenAI's error shape (``param: model``), never another model's vectors.
+Mediaflow sends ``all-MiniLM-L6-v2`` for English media and ``use-multilingual-v3`` for the
+others (``mediaflow.engines.remote.RemoteEmbedder``).
+
+Requests go through ``batcher``: a decorator turning ``encode_many(list of (model, text
+list))`` into ``encode((model, text list))``. Without Ray each request is its own model
+call; under Ray Serve ``@serve.batch`` merges concurrent requests into one ``encode`` call
+per model.
 
 ``input`` is what OpenAI takes: a string, a list of strings, a token array or a list of
 token arrays. Token ids are the served model's own tokenizer's (as OpenAI's are its
@@ -31,16 +39,53 @@ from mediaflow_serving.apps.common import ApiError, create_model_app
 from mediaflow_serving.settings import ServingSettings
 
 Vectors = list[list[float]]
-EncodeMany = Callable[[list[list[str]]], Awaitable[list[Vectors]]]
-Encode = Callable[[list[str]], Awaitable[Vectors]]
+Request = tuple[str, list[str]]  # (model name, texts)
+EncodeMany = Callable[[list[Request]], Awaitable[list[Vectors]]]
+Encode = Callable[[Request], Awaitable[Vectors]]
 Batcher = Callable[[EncodeMany], Encode]
 
 
 def unbatched(encode_many: EncodeMany) -> Encode:
-    async def encode(texts: list[str]) -> Vectors:
-        return (await encode_many([texts]))[0]
+    async def encode(request: Request) -> Vectors:
+        return (await encode_many([request]))[0]
 
     return encode
+
+
+class ServedEmbedders:
+    """The embedding models of one app, by name; the first is the default.
+
+    It stands where one embedder would (``name``, ``dim``, ``embed`` are the default's), so
+    the model app's ``/health`` and callers that know one model keep working; ``parts`` is
+    every model (the replica's health check probes each)."""
+
+    def __init__(self, embedders):
+        self.parts = tuple(embedders)
+        if not self.parts:
+            raise ValueError("an embeddings app needs at least one model")
+        self.by_name = {e.name: e for e in self.parts}
+        if len(self.by_name) != len(self.parts):
+            raise ValueError(f"two models share a name: {[e.name for e in self.parts]}")
+        default = self.parts[0]
+        self.name, self.dim, self.model_names = default.name, getattr(default, "dim", None), tuple(self.by_name)
+        self.device = getattr(default, "device", None) or getattr(getattr(default, "model", None), "device", "cpu")
+
+    @classmethod
+    def of(cls, engine) -> ServedEmbedders:
+        return engine if isinstance(engine, ServedEmbedders) else cls([engine])
+
+    def embed(self, texts, **kwargs) -> Vectors:
+        return self.parts[0].embed(texts, **kwargs)
+
+    def get(self, model: str | None):
+        """The engine ``model`` names (None: the default); a 404 for one not served."""
+        if model is None:
+            return self.parts[0]
+        engine = self.by_name.get(model)
+        if engine is None:
+            raise ApiError(404, f"The model {model!r} does not exist here: this service embeds with "
+                                f"{', '.join(self.model_names)}", param="model")
+        return engine
 
 
 class EmbeddingsRequest(BaseModel):
@@ -114,25 +159,29 @@ def create_app(
     metrics_to_ray: bool = False,
 ) -> FastAPI:
     settings = settings or ServingSettings()
-    app = create_model_app("Mediaflow embeddings", "embeddings", embedder_factory,
+    app = create_model_app("Mediaflow embeddings", "embeddings", lambda: ServedEmbedders.of(embedder_factory()),
                            metrics_to_ray=metrics_to_ray)
     slot, metrics = app.state.engine, app.state.metrics
 
-    async def encode_many(requests: list[list[str]]) -> list[Vectors]:
-        flat = [text for texts in requests for text in texts]
-        metrics.observe_batch(len(requests), len(flat))
-        vectors = await run_in_threadpool(slot.get().embed, flat)
-        out, lo = [], 0
-        for texts in requests:
-            out.append(vectors[lo : lo + len(texts)])
-            lo += len(texts)
+    async def encode_many(requests: list[Request]) -> list[Vectors]:
+        """One model call per model among ``requests`` (a batch may mix them), answers in order."""
+        out: list[Vectors | None] = [None] * len(requests)
+        for model in dict.fromkeys(name for name, _ in requests):
+            mine = [i for i, (name, _) in enumerate(requests) if name == model]
+            flat = [text for i in mine for text in requests[i][1]]
+            metrics.observe_batch(len(mine), len(flat))
+            vectors = await run_in_threadpool(slot.get().get(model).embed, flat)
+            lo = 0
+            for i in mine:
+                out[i] = vectors[lo : lo + len(requests[i][1])]
+                lo += len(requests[i][1])
         return out
 
     encode = batcher(encode_many)
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
     async def create_embeddings(body: EmbeddingsRequest) -> JSONResponse:
-        engine = slot.get()
+        engine = slot.get().get(body.model)
         texts, arrays = as_inputs(body.input)
         count = len(arrays) if arrays is not None else len(texts)
         if not count:
@@ -149,7 +198,7 @@ def create_app(
             tokens = sum(len(ids) for ids in arrays)
         else:
             tokens = count_tokens(engine, texts)
-        vectors = await encode(texts)
+        vectors = await encode((engine.name, texts))
         if body.encoding_format == "base64":
             vectors = [as_base64(v) for v in vectors]
         # built as plain JSON: re-validating thousands of floats per request costs throughput
