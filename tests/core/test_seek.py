@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from qdrant_client import models
+import qdrant_edge as qe
 
 from mediaflow.models import ChunkSet, EmbeddingSet
 from mediaflow.pipeline import Pipeline
 from mediaflow.samples import PASSAGES, make_sample
+from mediaflow.stores import vector as vector_store
 from mediaflow.subtitles import mmss
 from tests.conftest import engines_for, make_settings
 from tests.core.test_cli import run_cli
@@ -81,7 +82,8 @@ def test_cli_search_json_and_text_show_the_seek(paused):
         proc = run_cli(settings.data_dir, "search", query, "--json", "--top-k", "2")
         assert proc.returncode == 0, proc.stderr
         top = json.loads(proc.stdout)[0]
-        assert top.keys() == {"media_id", "title", "chunk", "start", "end", "text", "score", "seek"}
+        assert top.keys() == {"media_id", "title", "chunk", "start", "end", "text", "score", "model", "seek"}
+        assert top["model"] == "all-MiniLM-L6-v2"  # English media: the English embedder scored it
         assert top["media_id"] == media_id
         assert _inside(top["seek"], sample.passages[passage]), (query, top)
         assert top["seek"] == _sentence_start(transcript, word)
@@ -97,11 +99,16 @@ def test_points_indexed_before_sentences_seek_from_the_transcript(paused, engine
     with Pipeline(settings, engines=engines_for(settings, engines_cache)) as pipeline:
         vectors = pipeline.store.read_model(media_id, "embeddings.json", EmbeddingSet).vectors
         legacy = pipeline.index("legacy")
-        legacy.upsert(media_id, chunks.chunks, vectors)
-        legacy.client.delete_payload("legacy", keys=["sentences"],
-                                     points=models.FilterSelector(filter=models.Filter()))
-        point = legacy.client.scroll("legacy", limit=1, with_payload=True)[0][0]
-        assert "sentences" not in point.payload and "text" in point.payload
+        ids = legacy.upsert(media_id, chunks.chunks, vectors)
+        # the same points again, written straight to the embedded shard with an earlier
+        # version's payload (no "sentences")
+        legacy._edge.upsert("legacy", [
+            qe.Point(id=point, vector=[float(x) for x in vector], payload={
+                key: value for key, value in vector_store._payload(media_id, None, chunk).items()
+                if key != "sentences"})
+            for point, vector, chunk in zip(ids, vectors, chunks.chunks, strict=True)
+        ])
+        assert legacy.count(media_id) == len(chunks.chunks)
         for query, passage, word in QUERIES:
             [top] = pipeline.search(query, top_k=1, collection="legacy")
             assert top.sentences == []
