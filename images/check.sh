@@ -17,7 +17,11 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 targets="${TARGETS:-operator gateway worker gateway-dev}"
 base_image="localhost/debian-base:bookworm"
 work_dir="${MEDIAFLOW_IMAGES_WORKDIR:-/tmp/mediaflow-images}"
-buildah=(buildah --storage-driver vfs)
+# a storage of the check's own: vfs copies every layer whole (tens of GB for four targets), so
+# it is removed when the check ends, and the host's other images are never touched.
+# MEDIAFLOW_IMAGES_KEEP=1 keeps it (later runs then reuse its layers).
+storage="$work_dir/storage"
+buildah=(buildah --storage-driver vfs --root "$storage/root" --runroot "$storage/run")
 
 if ! command -v buildah >/dev/null 2>&1; then
     echo "SKIP images-check: buildah is not installed (apt-get install buildah debootstrap)"
@@ -40,6 +44,15 @@ print("dev sources writable and imported from /opt/mediaflow/src as uid", os.get
 
 start=$(date +%s)
 mkdir -p "$work_dir"
+remove_storage() {
+    [ "${MEDIAFLOW_IMAGES_KEEP:-0}" = 1 ] && return
+    "${buildah[@]}" rm --all >/dev/null 2>&1 || true
+    "${buildah[@]}" rmi --all --force >/dev/null 2>&1 || true
+    # vfs layers are plain directories; whatever buildah left is removed with them
+    rm -rf "$storage" "$work_dir/rootfs.tar"
+    echo "images-check: removed its image storage ($storage)"
+}
+trap remove_storage EXIT
 
 if ! "${buildah[@]}" inspect --type image "$base_image" >/dev/null 2>&1; then
     command -v debootstrap >/dev/null || { echo "images-check: debootstrap is required to make the base" >&2; exit 1; }
