@@ -107,17 +107,63 @@ def test_chunk_features_are_whisperx_log_mel_bit_for_bit(wav_16k):
         assert torch.equal(got, expected), (len(chunk), float((got - expected).abs().max()))
 
 
-def test_transcript_is_the_same_as_with_whisperx_own_features(engines_cache, wav_16k):
-    """Same words, times and figures as WhisperX's own feature step gives."""
-    engine = getattr(engines_cache.transcriber, "english", engines_cache.transcriber)
-    ours = engine.transcribe(wav_16k, language="en")
-    mine = engine.pipeline.preprocess
-    del engine.pipeline.preprocess  # WhisperX's FasterWhisperPipeline.preprocess again
-    try:
-        import whisperx
+def test_chunks_and_text_are_whisperx_own(wav_16k):
+    """The engine's batched transcription against WhisperX's own pipeline (``whisperx.load_model``,
+    its FasterWhisperPipeline and pyannote VAD) on the same audio: the same VAD chunks and the
+    same text in each."""
+    import whisperx
 
-        theirs = engine.transcribe_array(whisperx.load_audio(str(wav_16k)), language="en")
-    finally:
-        engine.pipeline.preprocess = mine
-    assert ours.word_timing == theirs.word_timing == "attention"
-    assert ours.model_dump() == theirs.model_dump()
+    from mediaflow.engines.whisper_models import bundled_english_model
+    from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber, load_audio
+
+    audio = load_audio(wav_16k)
+    engine = WhisperXTranscriber(bundled_english_model(), vad="pyannote", word_timestamps=False)
+    ours = engine.transcribe_array(audio, language="en")
+    pipeline = whisperx.load_model(bundled_english_model(), "cpu", compute_type="int8", language="en",
+                                   threads=2, vad_method="pyannote", vad_options={"chunk_size": 20.0},
+                                   asr_options={"beam_size": 5})
+    theirs = pipeline.transcribe(audio, batch_size=8, language="en", chunk_size=20.0)["segments"]
+    assert ours.word_timing == "none"
+    assert len(theirs) > 3
+    assert [(s.start, s.end, s.text) for s in ours.segments] == [
+        (s["start"], s["end"], s["text"].strip()) for s in theirs if s["text"].strip()]
+
+
+def test_vad_chunks_merge_as_whisperx_merges_them():
+    """``merge_vad_chunks`` against WhisperX's ``Vad.merge_chunks`` on speech of every shape:
+    short and long segments, one longer than a chunk, gaps."""
+    import random
+
+    from whisperx.diarize import Segment as VadSegment
+    from whisperx.vads.vad import Vad
+
+    from mediaflow.engines.whisperx_transcriber import merge_vad_chunks
+
+    rng = random.Random(7)
+    for _ in range(200):
+        t, speech = rng.uniform(0, 3), []
+        for _ in range(rng.randint(1, 40)):
+            length = rng.choice([rng.uniform(0.2, 4), rng.uniform(4, 25)])
+            speech.append((round(t, 3), round(t + length, 3)))
+            t += length + rng.uniform(0.05, 3)
+        size = rng.choice([10.0, 20.0, 30.0])
+        theirs = Vad.merge_chunks([VadSegment(a, b, "UNKNOWN") for a, b in speech], size, 0.5, 0.363)
+        assert merge_vad_chunks(speech, size) == [(m["start"], m["end"]) for m in theirs]
+    assert merge_vad_chunks([], 20.0) == []
+
+
+def test_the_engine_loads_without_transformers_or_pyannote():
+    """Building the engine (Silero VAD) imports neither transformers' pipelines nor pyannote,
+    which WhisperX's asr module pulls in (seconds of a run's start): only alignment,
+    diarization or the pyannote VAD bring them."""
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mediaflow.engines.whisper_models import bundled_english_model\n"
+        "from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber\n"
+        "engine = WhisperXTranscriber(bundled_english_model())\n"
+        "print(sorted(m for m in ('transformers', 'pyannote.audio', 'whisperx.asr', 'lightning') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout

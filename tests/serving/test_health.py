@@ -54,7 +54,7 @@ async def test_transcription_check_runs_the_whisper_model(transcriber):
 async def test_a_failing_model_makes_the_replica_unhealthy(transcriber, monkeypatch):
     app = await loaded_app(transcription_api, transcriber)
     check = transcription_health(app, timeout_s=20)
-    whisper = transcriber.multilingual.pipeline.model
+    whisper = transcriber.multilingual.model
 
     def broken(features):
         raise RuntimeError("CUDA error: an illegal memory access was encountered")
@@ -70,14 +70,14 @@ async def test_a_stuck_model_fails_within_the_bound_and_is_not_stacked(transcrib
     app = await loaded_app(transcription_api, transcriber)
     check = transcription_health(app, timeout_s=0.5)
     release, calls = threading.Event(), []
-    encode = transcriber.multilingual.pipeline.model.encode
+    encode = transcriber.multilingual.model.encode
 
     def stuck(features):
         calls.append(1)
         release.wait(30)
         return encode(features)
 
-    monkeypatch.setattr(transcriber.multilingual.pipeline.model, "encode", stuck)
+    monkeypatch.setattr(transcriber.multilingual.model, "encode", stuck)
     started = time.perf_counter()
     with pytest.raises(Unhealthy, match="did not finish within 0.5 s"):
         await check()

@@ -155,7 +155,7 @@ def test_verbose_json(transcribe, transcriber, speech, granularities):
         conforms(word, "TranscriptionWord")
     segments = body["segments"]
     assert [s["id"] for s in segments] == list(range(len(segments)))
-    tokenizer = transcriber.engine_for("en").pipeline.tokenizer
+    tokenizer = transcriber.engine_for("en").tokenizer_for("en")
     for seg in segments:
         conforms(seg, "TranscriptionSegment")
         # the decoder's own figures, not placeholders
@@ -206,14 +206,14 @@ class Recorder:
 
 @pytest.fixture
 def recorder(transcriber):
-    whisper = transcriber.engine_for("en").pipeline.model
+    whisper = transcriber.engine_for("en").model
     recorder = whisper.model = Recorder(whisper.model)
     yield recorder
     whisper.model = recorder._model
 
 
 def test_prompt_and_temperature_reach_the_decoder_for_that_request_only(transcribe, transcriber, recorder, speech):
-    tokenizer = transcriber.engine_for("en").pipeline.tokenizer
+    tokenizer = transcriber.engine_for("en").tokenizer_for("en")
     prompt = "Lighthouse keepers' notes, spelt Mediaflow."
     response = transcribe("verbose_json", key=None, prompt=prompt, temperature="0.4")
     body = conforms(response.json(), "CreateTranscriptionResponseVerboseJson")

@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         default=6, ge=1, description="Transcript sentences a summary is condensed from "
         "(centrality ranked, picked for diversity, in time order).",
     )
+    warm_engines: bool = Field(
+        default=True, description="A run loads the transcriber and the embedder it will use in "
+        "the background once its input has passed the probe, so their imports and loads overlap "
+        "the audio decode and transcription; false: each loads when its stage starts.",
+    )
     # -- the summary off the critical path ---------------------------------------
     llm_early_start: bool = Field(
         default=True, description="A run that will summarize starts (or reuses) the local LLM "

@@ -224,6 +224,7 @@ class Pipeline:
         record(StageEvent(src.media_id, "probe", "done", 1.0, time.perf_counter() - started))
         spec = spec or self.default_spec(src, **(options or {}))
         self.store.write_text(src.media_id, "job.json", spec.model_dump_json(by_alias=True, indent=2))
+        self._warm_engines(src.media_id, spec, until)
         for stage in STAGES[1:]:
             try:
                 self.run_stage(src.media_id, stage.name, spec, on_event=record)
@@ -236,6 +237,26 @@ class Pipeline:
             if stage.name == until:
                 break
         return result
+
+    def _warm_engines(self, media_id: str, spec: MediaJobSpec, until: str | None) -> bool:
+        """Load the transcriber and the embedder this run will need in the background
+        (``Engines.warm``): the input has passed the probe, and loading them is seconds of
+        imports that otherwise sit on the critical path. Only those whose stage will run; the
+        embedder of the language given (English's when it is to be detected: most media)."""
+        if not self.settings.warm_engines:
+            return False
+        order = [stage.name for stage in STAGES]
+        last = order.index(until) if until in order else len(order) - 1
+        ctx = self.context(media_id, spec)
+
+        def will_run(name: str) -> bool:
+            return order.index(name) <= last and not self.completed(media_id, STAGE_BY_NAME[name], ctx)
+
+        transcribe, embed = will_run("transcribe"), will_run("embed")
+        if not (transcribe or embed):
+            return False
+        self.engines.warm(transcriber=transcribe, embedder_language=spec.language if embed else False)
+        return True
 
     def _prepare_summary(self, media_id: str, spec: MediaJobSpec, until: str | None) -> bool:
         """Begin the LLM server's start now, in the background, when this run will summarize:

@@ -141,7 +141,7 @@ def whisper_probe(engine) -> Probe | None:
                 probe()
 
         return every_model if probes else None
-    whisper = getattr(getattr(engine, "pipeline", None), "model", None)
+    whisper = getattr(engine, "model", None)  # WhisperXTranscriber.model: its faster-whisper WhisperModel
     if whisper is None or not hasattr(whisper, "feature_extractor"):
         return None
     from faster_whisper.tokenizer import Tokenizer

@@ -8,6 +8,7 @@ collection (``collection_for``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -19,6 +20,7 @@ from mediaflow.errors import MediaflowError
 from mediaflow.languages import ENGLISH
 
 MULTILINGUAL_OFF = "none"
+log = logging.getLogger(__name__)
 
 
 def collection_for(base: str, embedder_name: str | None) -> str:
@@ -123,6 +125,27 @@ class Engines:
         raise MediaflowError(
             f"collection {collection!r} holds vectors of an embedder that is not configured "
             f"(MEDIAFLOW_MULTILINGUAL_EMBEDDER={self.settings.multilingual_embedder}): process the media again")
+
+    def warm(self, *, transcriber: bool, embedder_language: str | None | bool = False) -> threading.Thread:
+        """Build the engines a run will use in a background thread, in the order it uses
+        them: the transcriber (its imports and model load then overlap the audio decode) and
+        then the embedder of ``embedder_language`` (False: none), whose sentence-transformers
+        import and load overlap transcription instead of following it. A stage that reaches
+        an engine still building waits for it (``cached_property``'s lock); a build that fails
+        here is built again by the stage, which then reports the error."""
+
+        def build() -> None:
+            try:
+                if transcriber:
+                    self.transcriber  # noqa: B018  (the cached property builds it)
+                if embedder_language is not False:
+                    self.embedder_for(embedder_language)
+            except Exception as exc:  # the stage that needs it raises it again, where it belongs
+                log.debug("background engine build failed (the stage retries it): %s", exc)
+
+        thread = threading.Thread(target=build, name="mediaflow-engines-warm", daemon=True)
+        thread.start()
+        return thread
 
     # The local LLM server's start, begun by prepare_chat() and awaited by chat (class-level
     # defaults, set per instance when a start begins).

