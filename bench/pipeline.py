@@ -1,6 +1,6 @@
 """Benchmark: ``mediaflow process`` vs the raw libraries run back to back, same file, same run.
 
-    python bench/pipeline.py [--minutes 10] [--rounds 2] [--no-summary-mode] [--skip-detect]
+    python bench/pipeline.py [--minutes 10] [--rounds 2] [--warmup 1] [--no-summary-mode] [--skip-detect]
 
 Every side runs as a whole process (interpreter start, imports and model loads included),
 sides alternating, on a generated file of known speech. Two modes, each with its own pair:
@@ -257,6 +257,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--no-summary-mode", action="store_true", help="Skip the with-summary pair.")
     parser.add_argument("--skip-detect", action="store_true", help="Skip the language-detection run.")
+    parser.add_argument("--warmup", type=int, default=1,
+                        help="Untimed runs of each side first (no summary): the first run of a "
+                        "machine reads models and libraries from disk, and would charge that to "
+                        "whichever side goes first.")
     args = parser.parse_args()
 
     from mediaflow.samples import make_sample
@@ -271,6 +275,12 @@ def main() -> None:
     plain_mf, plain_raw, summary_mf, summary_raw = [], [], [], []
     chunks_file = None
     detect = None
+    for warm_no in range(args.warmup):
+        data = work / f"data-warmup-{warm_no}"
+        wall, _, report = mediaflow_run(sample.media, data, env, summary=False)
+        chunks_file = chunks_file or str(data / "artifacts" / "media" / report["media_id"] / "chunks.json")
+        print(f"  warm-up {warm_no + 1}: mediaflow {wall:.2f} s, raw "
+              f"{raw_run(sample.media, chunks_file, env, summary=False)[0]:.2f} s (untimed)", flush=True)
     for round_no in range(args.rounds):
         data = work / f"data-{round_no}"
         wall, stages, report = mediaflow_run(sample.media, data, env, summary=False)
