@@ -270,6 +270,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--transcription-only", action="store_true", help="skip the embeddings part")
+    parser.add_argument("--embeddings-only", action="store_true", help="skip the transcription part")
     args = parser.parse_args()
 
     import ray
@@ -293,17 +294,18 @@ def main() -> int:
         port = free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         base = f"http://127.0.0.1:{port}"
-        serve.run(transcription.app({"engine": {"word_timestamps": False}}),
-                  name="transcription", route_prefix="/transcription")
-
-        progress("transcription: raw WhisperX, the engine and Serve, alternating")
-        asr, asr_cpu = bench_transcription(f"{base}/transcription", sample.media, wav_16k, sample.duration,
-                                           args.rounds)
-        serve.delete("transcription")  # free its cores and memory for the embeddings runs
-        word_times_cost = asr[ENGINE] / asr[ENGINE_WORDS] - 1  # extra wall time, over the engine without
-        print_transcription(asr, asr_cpu, word_times_cost, (load_before[0], os.getloadavg()[0]))
-        if args.transcription_only:
-            return transcription_bench_lines(asr, word_times_cost)
+        asr = None
+        if not args.embeddings_only:
+            serve.run(transcription.app({"engine": {"word_timestamps": False}}),
+                      name="transcription", route_prefix="/transcription")
+            progress("transcription: raw WhisperX, the engine and Serve, alternating")
+            asr, asr_cpu = bench_transcription(f"{base}/transcription", sample.media, wav_16k, sample.duration,
+                                               args.rounds)
+            serve.delete("transcription")  # free its cores and memory for the embeddings runs
+            word_times_cost = asr[ENGINE] / asr[ENGINE_WORDS] - 1  # extra wall time, over the engine without
+            print_transcription(asr, asr_cpu, word_times_cost, (load_before[0], os.getloadavg()[0]))
+            if args.transcription_only:
+                return transcription_bench_lines(asr, word_times_cost)
 
         progress("embeddings: raw encode at each batch size, then raw and Serve alternating")
         encode_seconds = raw_encoder()
@@ -347,7 +349,8 @@ def main() -> int:
     print(f"\n{'one-sentence embeddings requests':<34}{'p50 ms':>10}{'p99 ms':>10}{'req / s':>10}")
     for clients, (p50, p99, rate) in latency.items():
         print(f"{f'{clients} concurrent clients':<34}{p50 * 1000:10.1f}{p99 * 1000:10.1f}{rate:10.1f}")
-    transcription_bench_lines(asr, word_times_cost)
+    if asr is not None:
+        transcription_bench_lines(asr, word_times_cost)
     print(f"BENCH embeddings_serve_vs_raw_best_batch {emb_ratio:.3f} target >={EMBEDDINGS_TARGET} "
           f"{'PASS' if emb_ratio >= EMBEDDINGS_TARGET else 'MISS'}")
     return 0

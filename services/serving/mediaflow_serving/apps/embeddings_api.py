@@ -25,13 +25,14 @@ tiktoken ids (what LangChain's ``OpenAIEmbeddings`` sends unless told
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -162,6 +163,11 @@ def create_app(
     app = create_model_app("Mediaflow embeddings", "embeddings", lambda: ServedEmbedders.of(embedder_factory()),
                            metrics_to_ray=metrics_to_ray)
     slot, metrics = app.state.engine, app.state.metrics
+    # Every encode on one thread: torch's OpenMP team belongs to the thread that calls it, and
+    # the server's pool hands each call to whichever of its threads is free, so several teams
+    # came to spin on the cores at once (the encodes are one at a time anyway, under the
+    # engine's lock).
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediaflow-encode")
 
     async def encode_many(requests: list[Request]) -> list[Vectors]:
         """One model call per model among ``requests`` (a batch may mix them), answers in order."""
@@ -170,7 +176,7 @@ def create_app(
             mine = [i for i, (name, _) in enumerate(requests) if name == model]
             flat = [text for i in mine for text in requests[i][1]]
             metrics.observe_batch(len(mine), len(flat))
-            vectors = await run_in_threadpool(slot.get().get(model).embed, flat)
+            vectors = await asyncio.get_running_loop().run_in_executor(encoder, slot.get().get(model).embed, flat)
             lo = 0
             for i in mine:
                 out[i] = vectors[lo : lo + len(requests[i][1])]
