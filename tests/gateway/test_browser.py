@@ -91,14 +91,15 @@ def test_upload_search_and_seek_in_a_real_browser(gateway_url, browser, sample_v
     page.click("#jobs a:has-text('Island field notes')")
 
     page.wait_for_selector("#transcript .seek")
-    page.wait_for_function("document.getElementById('player').readyState >= 1")
+    # functions, not expressions: polling an expression evals it in the page, which the CSP refuses
+    page.wait_for_function("() => document.getElementById('player').readyState >= 1")
     page.fill("#search-query", QUERY)
     page.click("#search-form button")
     first_hit = page.wait_for_selector("#hits .seek")
     hit_start = float(first_hit.get_attribute("data-start"))
     first_hit.click()
     page.wait_for_function(
-        f"Math.abs(document.getElementById('player').currentTime - {hit_start}) < 1", timeout=15_000)
+        f"() => Math.abs(document.getElementById('player').currentTime - {hit_start}) < 1", timeout=15_000)
     current = page.evaluate("document.getElementById('player').currentTime")
 
     spoken = sample_video.passages[PASSAGE]
@@ -156,7 +157,6 @@ def test_library_search_deep_links_into_the_sentence(gateway_url, browser, sampl
     # the link opens the media page with the player at the sentence
     first.click()
     page.wait_for_url(f"**/media/{media_id}#t={seek:.2f}")
-    # a function, not an expression: polling an expression evals it in the page, which the CSP refuses
     page.wait_for_function(
         f"() => Math.abs(document.getElementById('player').currentTime - {seek}) < 0.5", timeout=15_000)
     spoken = sample_video.passages[PASSAGE]
