@@ -24,6 +24,6 @@ def test_embeddings_app_under_plain_asgi():
         assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["all-MiniLM-L6-v2", "use-multilingual-v3"]
         body = client.post("/v1/embeddings", json={"input": ["one", "two"]}).json()
         assert [d["index"] for d in body["data"]] == [0, 1] and len(body["data"][0]["embedding"]) == 384
-        # without Ray every request is its own model call
+        # one request alone: one model call
         metrics = client.get("/metrics").text
         assert 'mediaflow_serving_batch_requests_bucket{app="embeddings",le="1.0"} 1.0' in metrics

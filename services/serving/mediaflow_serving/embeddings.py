@@ -1,7 +1,7 @@
 """Ray Serve embeddings app: sentence-transformers (all-MiniLM-L6-v2, English media) and
 USE-multilingual v3 (the other languages) behind ``POST /v1/embeddings``, the request's
-``model`` picking one; concurrent requests merged by ``@serve.batch`` into one ``encode`` call
-per model.
+``model`` picking one; requests that arrive while the model is busy merged into its next
+``encode`` call, one per model (``apps.batching``: why not ``@serve.batch``).
 
 Serve config: ``import_path: mediaflow_serving.embeddings:app``, ``args``
 ``{engine: {...}, serving: {...}}`` as for the transcription app;
@@ -74,10 +74,6 @@ class EmbeddingsServer:
         settings = ServingSettings(**self.args.serving)
         app = create_app(
             partial(load_embedder, self.args.engine),
-            batcher=serve.batch(
-                max_batch_size=settings.embedding_max_batch_size,
-                batch_wait_timeout_s=settings.embedding_batch_wait_s,
-            ),
             settings=settings,
             metrics_to_ray=True,
         )

@@ -32,8 +32,14 @@ class ServingSettings(BaseSettings):
         default=2048, gt=0, description="Most strings in one embeddings request."
     )
     embedding_max_batch_size: int = Field(
-        default=64, gt=0, description="Most requests merged into one encode call (@serve.batch)."
+        default=64, gt=0, description="Most requests merged into one encode call."
+    )
+    embedding_max_batch_inputs: int = Field(
+        default=512, gt=0, description="Most texts merged into one encode call (a larger request "
+        "still goes, alone): smaller calls answer some clients while the others' requests wait "
+        "their turn, so the model is never idle between calls."
     )
     embedding_batch_wait_s: float = Field(
-        default=0.01, ge=0, description="How long a batch waits to fill up."
+        default=0.0, ge=0, description="How long an idle model waits for more requests before it "
+        "starts (those that arrive while it is busy always go together into its next call)."
     )

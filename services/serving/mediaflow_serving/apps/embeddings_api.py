@@ -1,8 +1,7 @@
 """``POST /v1/embeddings`` in OpenAI's shape over ``mediaflow`` ``Embedder`` s.
 
-    app = create_app(lambda: SentenceTransformerEmbedder())     # uvicorn, no Ray: one model
+    app = create_app(lambda: SentenceTransformerEmbedder())     # one model (uvicorn or Ray Serve)
     app = create_app(lambda: ServedEmbedders([minilm, use]))     # several, picked by ``model``
-    app = create_app(factory, batcher=serve.batch(max_batch_size=64))   # under Ray Serve
 
 One app serves every model its factory gives (``ServedEmbedders``; ``GET /v1/models`` lists
 them): a request's ``model`` picks one, none picks the first (the default), and a model not
@@ -10,10 +9,10 @@ served is a 404 in OpenAI's error shape (``param: model``), never another model'
 Mediaflow sends ``all-MiniLM-L6-v2`` for English media and ``use-multilingual-v3`` for the
 others (``mediaflow.engines.remote.RemoteEmbedder``).
 
-Requests go through ``batcher``: a decorator turning ``encode_many(list of (model, text
-list))`` into ``encode((model, text list))``. Without Ray each request is its own model
-call; under Ray Serve ``@serve.batch`` merges concurrent requests into one ``encode`` call
-per model.
+Requests that arrive while the model is busy go together into its next call, one
+``encode`` per model among them (``apps.batching.ContinuousBatcher``, the same under uvicorn
+and Ray Serve; ``embedding_max_batch_size`` requests and ``embedding_max_batch_inputs``
+texts at most, ``embedding_batch_wait_s`` of waiting when the model was idle).
 
 ``input`` is what OpenAI takes: a string, a list of strings, a token array or a list of
 token arrays. Token ids are the served model's own tokenizer's (as OpenAI's are its
@@ -27,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -36,21 +35,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from mediaflow_serving.apps.batching import ContinuousBatcher
 from mediaflow_serving.apps.common import ApiError, create_model_app
 from mediaflow_serving.settings import ServingSettings
 
 Vectors = list[list[float]]
 Request = tuple[str, list[str]]  # (model name, texts)
-EncodeMany = Callable[[list[Request]], Awaitable[list[Vectors]]]
-Encode = Callable[[Request], Awaitable[Vectors]]
-Batcher = Callable[[EncodeMany], Encode]
-
-
-def unbatched(encode_many: EncodeMany) -> Encode:
-    async def encode(request: Request) -> Vectors:
-        return (await encode_many([request]))[0]
-
-    return encode
 
 
 class ServedEmbedders:
@@ -155,7 +145,6 @@ def detokenize(engine, arrays: list[list[int]]) -> list[str]:
 def create_app(
     embedder_factory: Callable[[], object],
     *,
-    batcher: Batcher = unbatched,
     settings: ServingSettings | None = None,
     metrics_to_ray: bool = False,
 ) -> FastAPI:
@@ -183,7 +172,9 @@ def create_app(
                 lo += len(requests[i][1])
         return out
 
-    encode = batcher(encode_many)
+    encode = ContinuousBatcher(encode_many, max_requests=settings.embedding_max_batch_size,
+                               max_inputs=settings.embedding_max_batch_inputs,
+                               inputs_of=lambda request: len(request[1]), wait_s=settings.embedding_batch_wait_s)
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
     async def create_embeddings(body: EmbeddingsRequest) -> JSONResponse:
