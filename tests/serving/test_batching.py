@@ -122,7 +122,7 @@ async def test_concurrent_requests_to_the_app_share_encode_calls():
     assert all(a.status_code == 200 for a in answers), [a.text[:200] for a in answers]
     assert len(calls) < len(requests) and sum(calls) == 8 * 32, calls
     reference = SentenceTransformer(bundled_embedding_model(), device="cpu")
-    for texts, answer in zip(requests, answers):
+    for texts, answer in zip(requests, answers, strict=True):
         served = np.asarray([d["embedding"] for d in answer.json()["data"]])
         assert served.shape == (32, 384)
         assert (served * reference.encode(texts, normalize_embeddings=True)).sum(1).min() >= 0.999

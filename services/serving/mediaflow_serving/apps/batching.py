@@ -94,6 +94,6 @@ class ContinuousBatcher(Generic[Item, Result]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), result in zip(batch, results):
+            for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
