@@ -112,6 +112,14 @@ async def test_operator_killed_mid_transcription_and_restarted(
 
     # The service has the operator's request and is transcribing it: kill the operator.
     await cluster.wait_for(held.entered.is_set, 90, "the transcription to start")
+    # extract_audio's end is a routine step, patched with the transcribe stage's start once
+    # that has run status_grace_seconds: wait for it, so the successor reads it as done
+    # (a kill inside that second is the 409 adoption of test_faults_restart.py).
+    async def extract_recorded():
+        status = (await cluster.mediajob("trkill")).get("status") or {}
+        return any(c["type"] == "ExtractAudio" and c["status"] == "True"
+                   for c in status.get("conditions") or [])
+    await cluster.wait_for(extract_recorded, 30, "extract_audio recorded as done")
     assert first.proc.poll() is None, first.log()[-3000:]
     await first.kill()
     assert transcription_service.app.calls == 1
