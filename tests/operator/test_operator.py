@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from mediaflow.config import Settings
+from mediaflow.models import SummaryRecord
 from mediaflow.status import CONDITION_TYPES
 from mediaflow.stores import ArtifactStore, VectorIndex
 from mediaflow.status import mediajob_media_id
@@ -104,6 +105,10 @@ async def test_mediajob_runs_a_worker_job_then_remote_stages_to_succeeded(
     assert 70 < outputs["durationSeconds"] < 100
     assert outputs["artifacts"]["transcript_json"].endswith(f"{media_id}/transcript.json")
     assert len(outputs["summaryExcerpt"]) > 20  # written by the live vLLM endpoint
+    # how it was made, from summary.json: the check's figures reach the status too
+    summary = artifacts(cluster.data_dir).read_model(media_id, "summary.json", SummaryRecord)
+    assert summary.method != "unchecked"
+    assert (outputs["summaryMethod"], outputs["summaryDropped"]) == (summary.method, summary.dropped)
     # Large results stay in the artifact store, never in the object.
     assert len(httpx.Response(200, json=done).content) < 16_000
     # The transcription really went through the serving app: its words are in the transcript.

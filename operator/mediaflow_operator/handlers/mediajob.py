@@ -365,3 +365,4 @@ def _fill_outputs(run: MediaJobRun) -> None:
         out.points = index.points
     if summary := store.read_model(media_id, "summary.json", SummaryRecord):
         out.summary_excerpt = summary.text[:500]
+        out.summary_method, out.summary_dropped = summary.method, summary.dropped

@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         default=Path(".mediaflow"),
         description="Local working directory: embedded Qdrant, LLM server state, caches.",
     )
+    cache_dir: Path | None = Field(
+        default=None, description="Caches of the local LLM server (vLLM's model-info and kernel "
+        "caches, Hugging Face's); default <data_dir>/cache. Several data dirs can share one.",
+    )
     artifact_root: str | None = Field(
         default=None,
         description="fsspec URI of the artifact store (local dir or s3://bucket/prefix); "
@@ -200,6 +204,10 @@ class Settings(BaseSettings):
     @property
     def qdrant_path(self) -> Path:
         return self.data_dir / "qdrant"
+
+    @property
+    def caches(self) -> Path:
+        return self.cache_dir or self.data_dir / "cache"
 
     @property
     def llm_dir(self) -> Path:

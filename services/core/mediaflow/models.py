@@ -170,13 +170,16 @@ class SentenceSupport(BaseModel):
         default_factory=list, description="Answers: the Answer.citations (1-based) that support it.")
 
 
+SummaryMethod = Literal["condensed", "extractive", "mixed", "empty", "unchecked"]
+
+
 class SummaryRecord(BaseModel):
     """``summary.json`` (the Markdown lives in ``summary.md``)."""
 
     model: str
     text: str = Field(description="The summary: its sentences (``sentences``) as one text.")
     map_calls: int = Field(description="LLM calls made (one per run of key sentences).")
-    method: Literal["condensed", "extractive", "mixed", "empty", "unchecked"] = Field(
+    method: SummaryMethod = Field(
         default="unchecked",
         description="condensed: the LLM's sentences that the transcript supports; extractive: it "
         "supported none of them, so the key sentences as said are the summary; mixed: so for some "

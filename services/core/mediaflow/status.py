@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from mediaflow.models import SummaryMethod
 from mediaflow.spec import STAGE_NAMES
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
@@ -75,6 +76,11 @@ class Outputs(_Status):
     chunks: int | None = Field(default=None, ge=0)
     points: int | None = Field(default=None, ge=0)
     summary_excerpt: str | None = Field(default=None, max_length=500)
+    summary_method: SummaryMethod | None = Field(
+        default=None, description="How the summary was made: the LLM's sentences the transcript "
+        "supports (condensed), the key sentences as said (extractive), both (mixed), or none (empty).")
+    summary_dropped: int | None = Field(
+        default=None, ge=0, description="Sentences the LLM wrote that the transcript did not support.")
 
 
 class MediaJobStatus(_Status):
