@@ -24,8 +24,9 @@ loaded for detection, then routing to tiny.en) is measured once, separately, as 
 
 Both sides get the converted SmolLM2 dir (``.mediaflow/models/smollm2``), so neither pays the
 one-time GGUF conversion, and one vLLM cache dir, filled by one untimed server start in the
-warm-up (mediaflow is given the joined Whisper base dir too): a machine that has run this before. The load average before and after is printed: other processes on
-the machine skew every figure, the ratios (alternating sides) least.
+warm-up (mediaflow is given the joined Whisper base dir too): a machine that has run this
+before. The load average before and after is printed: other processes on the machine skew
+every figure, the ratios (alternating sides) least.
 """
 
 from __future__ import annotations
@@ -42,11 +43,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from mediaflow.engines.whisper_models import MULTILINGUAL_DIR_NAME
+
 REPO = Path(__file__).resolve().parents[1]
 LLM_MODEL_DIR = REPO / ".mediaflow" / "models" / "smollm2"
 LLM_PYTHON = REPO / ".venv-llm" / "bin" / "python"
 # the multilingual model `make setup` joined (a fresh data dir would join its own copy)
-WHISPER_BASE_DIR = REPO / ".mediaflow" / "models" / "whisper-base"
+WHISPER_BASE_DIR = REPO / ".mediaflow" / "models" / MULTILINGUAL_DIR_NAME
 TARGET_RATIO = 0.9
 TARGET_RTF_NO_SUMMARY = 30.0
 TARGET_RTF_WITH_SUMMARY = 10.0

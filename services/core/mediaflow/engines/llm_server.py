@@ -102,7 +102,7 @@ class LocalLLMServer:
                 # imports torch and vLLM again and is pinned to one core while the other is kept
                 # for the engine loop. Measured on 2 cores, SmolLM2: ready in 37 s instead of
                 # 52-59 s (36 vs 53-55 CPU-seconds, which transcription shares), and 200 tokens
-                # in 11 s instead of 17-22 s (README, "The summary"). The API server still runs
+                # in 11 s instead of 17-22 s (README, benchmarks: "With the summary, ..."). The API server still runs
                 # the engine core in its own process (AsyncLLM always does).
                 "VLLM_ENABLE_V1_MULTIPROCESSING": env.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
                 "VLLM_NO_USAGE_STATS": "1",
