@@ -48,7 +48,11 @@ from kmock._internal.apps import Server  # noqa: E402
 from mediaflow.crd import API_VERSION, GROUP, PLURAL, VERSION  # noqa: E402
 from mediaflow_operator.jobs import job_name  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
-from tests.operator.conftest import register_resources, route_kmock_requests_in_constant_time  # noqa: E402
+from tests.operator.conftest import (  # noqa: E402
+    register_resources,
+    route_kmock_requests_in_constant_time,
+    serve_generate_name,
+)
 
 P99_TARGET_S = 1.0
 P99_RATIO_TARGET = 2.0
@@ -269,6 +273,7 @@ HEADER = (f"| {'operator':38} | create→Job p50 | p99     | all Jobs | all Succ
 def main() -> None:
     route_kmock_requests_in_constant_time()
     look_kmock_objects_up_by_key()
+    serve_generate_name()  # kopf's Events are stored, as a real API server stores them, not 409s
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=500, help="MediaJobs of the latency phase")
     parser.add_argument("--rounds", type=int, default=3,

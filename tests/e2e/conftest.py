@@ -1,6 +1,7 @@
 """Cluster mode end to end: the operator's KMock cluster, serving apps and kubelet fixtures."""
 
 from tests.operator.conftest import (  # noqa: F401 (fixtures)
+    api_server_generates_names,
     cluster,
     embeddings_service,
     kubelet,

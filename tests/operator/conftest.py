@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import string
 import subprocess
 import sys
 import threading
@@ -152,6 +154,37 @@ def route_kmock_requests_in_constant_time() -> None:
         return original(self, item)
 
     dsl.View.__contains__ = contains
+
+
+def assign_generated_name(meta: dict) -> None:
+    """Name an object created with only ``metadata.generateName`` as an API server does: the
+    prefix and five random characters. KMock keys objects by name and has no generateName, so
+    every Event kopf posts (``generateName: kopf-event-``) after the first was a 409, which kopf
+    logs as a failed post with KMock's traceback; a real API server stores them all."""
+    if not meta.get("name") and meta.get("generateName"):
+        alphabet = string.ascii_lowercase + string.digits
+        meta["name"] = meta["generateName"] + "".join(random.choices(alphabet, k=5))
+
+
+def serve_generate_name(patch: Callable = setattr) -> None:
+    """KMock names created objects by ``assign_generated_name`` (``patch``: a monkeypatch's
+    ``setattr`` undoes it after a test; the plain one is for the benchmark's own process)."""
+    from kmock._internal import enums
+    from kmock._internal.k8s import KubernetesEmulator
+
+    original = KubernetesEmulator._handle
+
+    async def handle(self, request):
+        if request.resource is not None and request.action == enums.action.CREATE and isinstance(request.data, dict):
+            assign_generated_name(request.data.setdefault("metadata", {}))
+        return await original(self, request)
+
+    patch(KubernetesEmulator, "_handle", handle)
+
+
+@pytest.fixture(autouse=True)
+def api_server_generates_names(monkeypatch):
+    serve_generate_name(monkeypatch.setattr)
 
 
 def register_resources(kmock) -> None:

@@ -115,6 +115,12 @@ async def test_mediajob_runs_a_worker_job_then_remote_stages_to_succeeded(
     assert transcription_service.app.calls == 1
     assert "island" in artifacts(cluster.data_dir).read_text(media_id, "transcript.txt").lower()
     await wait_for_events(cluster, {"JobCreated", "AudioExtracted", "Completed"})
+    # Stored as an API server stores them, each named from kopf's generateName: what
+    # `kubectl describe mediajob island` lists under Events.
+    listed = (await cluster.api.get(f"/api/v1/namespaces/{NAMESPACE}/events")).json()["items"]
+    assert {"JobCreated", "AudioExtracted", "Completed"} <= {
+        e["reason"] for e in listed if e["involvedObject"]["name"] == "island"}
+    assert len({e["metadata"]["name"] for e in listed}) == len(listed) == len(event_reasons(cluster))
     # Progress moved forward through the run, as seen by the API server.
     progress = [r.data["status"]["progress"] for r in cluster.requests("PATCH", "/island/status")
                 if "progress" in (r.data or {}).get("status", {})]
