@@ -220,8 +220,30 @@ async def test_operator_kube_api_sends_the_file_token_not_the_login_token(server
     assert all("token-kopf-read-at-login" not in seen for seen in server.seen)
 
 
+async def test_operator_kube_api_retries_once_a_token_that_went_stale_in_flight(server, volume):
+    from mediaflow_operator.kube import KubeApi, KubeApiError
+
+    info = kopf.ConnectionInfo(server=server.url, scheme="Bearer", token="token-kopf-read-at-login")
+    kube = KubeApi.from_connection(info, timeout=10, connect_timeout=5, token_file=TokenFileAuth(volume.path))
+    try:
+        assert await kube.get_job("media", "warm") is not None
+        # The kubelet rotates after the client read the file, before the server checks the request.
+        server.before_check = lambda: volume.rotate("token-two")
+        await kube.patch_status("media", "island", {"phase": "Running"})
+        assert server.seen == ["Bearer token-one", "Bearer token-one", "Bearer token-two"]
+        # The retried request carried the same body.
+        assert json.loads(server.bodies[-1]) == json.loads(server.bodies[-2]) == {"status": {"phase": "Running"}}
+        # A token the server rejects while the file still holds it: one 401, no loop.
+        server.before_every_check = lambda: volume.rotate(f"token-r{len(server.seen)}")
+        with pytest.raises(KubeApiError) as refused:
+            await kube.get_job("media", "x")
+        assert refused.value.status == 401 and len(server.seen) == 5
+    finally:
+        await kube.close()
+
+
 async def test_operator_kube_api_without_a_token_file_uses_the_login_token(server, volume):
-    from mediaflow_operator.kube import KubeApi
+    from mediaflow_operator.kube import KubeApi, KubeApiError
 
     info = kopf.ConnectionInfo(server=server.url, scheme="Bearer", token="token-one")
     kube = KubeApi.from_connection(info, timeout=10, connect_timeout=5)
@@ -229,8 +251,9 @@ async def test_operator_kube_api_without_a_token_file_uses_the_login_token(serve
         assert await kube.get_job("media", "x") is not None
         volume.rotate("token-two")
         # The kubeconfig case: no file to follow, the login token goes out (and is now stale).
-        with pytest.raises(httpx.HTTPStatusError):
+        with pytest.raises(KubeApiError) as refused:
             await kube.get_job("media", "x")
+        assert refused.value.status == 401
     finally:
         await kube.close()
     assert server.seen == ["Bearer token-one", "Bearer token-one"]

@@ -43,12 +43,12 @@ class KopfProcess:
         return re.search(rf"\[{NAMESPACE}/{re.escape(name)}\] Daemon 'pipeline' has exited on its own",
                          self.log()) is not None
 
-    def handled(self, name: str) -> bool:
-        """Did this process act on MediaJob ``name``: a status patch (its API client logs each
-        request) or a line of kopf's per-object log about its pipeline daemon?"""
-        ours = (rf"PATCH \S*/namespaces/{NAMESPACE}/mediajobs/{re.escape(name)}/status "
-                rf"|\[{NAMESPACE}/{re.escape(name)}\] .*'pipeline'")
-        return re.search(ours, self.log()) is not None
+    def handled(self, cluster, name: str) -> bool:
+        """Did this process patch the status of MediaJob ``name``? Told apart by the User-Agent
+        each operator replica sends, ``mediaflow-operator/<version> (<POD_ID>)``."""
+        tag = f"({self.peer_id})"
+        return any(tag in (r.headers.get("User-Agent") or "")
+                   for r in cluster.requests("PATCH", f"/namespaces/{NAMESPACE}/mediajobs/{name}/status"))
 
     def logged_at(self, text: str, after: datetime | None = None) -> datetime:
         """When this process first logged ``text`` (after ``after``, if given); kopf's log lines

@@ -110,8 +110,8 @@ async def test_one_operator_active_the_standby_takes_over_after_a_kill(
     name, media_id = job_name(NAMESPACE, "ha"), mediajob_media_id(NAMESPACE, "ha")
     await cluster.wait_for(lambda: cluster.job(name), 30, "the worker Job")
     await asyncio.sleep(2)  # time for a wrongly active standby to show itself
-    assert active.handled("ha"), active.log()[-3000:]
-    assert not standby.handled("ha"), standby.log()[-3000:]
+    assert active.handled(cluster, "ha"), active.log()[-3000:]
+    assert not standby.handled(cluster, "ha"), standby.log()[-3000:]
     assert len(cluster.requests("POST", JOBS)) == 1
 
     # The active operator dies without a word; its peer record stays until it expires.
@@ -137,7 +137,7 @@ async def test_one_operator_active_the_standby_takes_over_after_a_kill(
     assert LIFETIME - 2 <= resumed_after <= LIFETIME + 10, resumed_after
     done = await cluster.wait_phase("ha", {"Succeeded", "Failed"}, timeout=120)
     assert done["status"]["phase"] == "Succeeded", done["status"]
-    assert standby.handled("ha")
+    assert standby.handled(cluster, "ha")
     assert set(await peers(cluster)) == {standby.peer_id}  # the dead peer was cleaned up
 
     # One Job, ever: the standby's create answered 409 and it adopted the Job (or it saw it first).
