@@ -273,6 +273,8 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=4000)
     parser.add_argument("--transcription-only", action="store_true", help="skip the embeddings part")
     parser.add_argument("--embeddings-only", action="store_true", help="skip the transcription part")
+    parser.add_argument("--max-batch-inputs", type=int,
+                        help="the app's embedding_max_batch_inputs (default: ServingSettings')")
     args = parser.parse_args()
 
     import ray
@@ -315,7 +317,8 @@ def main() -> int:
         raw = {b: len(sweep) / encode_seconds(sweep, b) for b in RAW_BATCH_SIZES}
         best_batch = max(raw, key=raw.get)
         # the app's engine gets the batch size the sweep found, as a tuned deployment would
-        serve.run(embeddings.app({"engine": {"embedding_batch_size": best_batch}}),
+        serving = {} if args.max_batch_inputs is None else {"embedding_max_batch_inputs": args.max_batch_inputs}
+        serve.run(embeddings.app({"engine": {"embedding_batch_size": best_batch}, "serving": serving}),
                   name="embeddings", route_prefix="/embeddings")
         url = f"{base}/embeddings"
         asyncio.run(run_clients(url, [texts[:32]] * 16, 8))  # warm-up
