@@ -100,7 +100,7 @@ class RequestLanes:
 class KubeApi:
     """``server``: the API server's base URL; ``authorization``: the login's header value,
     unless ``token_file`` (in-cluster) gives the token, re-read as the kubelet rotates it.
-    ``user_agent`` names this replica in the API server's audit log (see :func:`user_agent`)."""
+    ``user_agent`` names this replica in the API server's audit log (:func:`default_user_agent`)."""
 
     def __init__(self, server: str, *, authorization: str | None = None, token_file: TokenFileAuth | None = None,
                  verify: ssl.SSLContext | bool = True, timeout: float = 60, connect_timeout: float = 30,
