@@ -154,8 +154,9 @@ class KubeApi:
                     headers: dict[str, str] = JSON, params: dict[str, str] | None = None) -> tuple[int, bytes]:
         """``(status, body)``; a 401 with a token file re-reads it and tries once more."""
         data = None if body is None else json.dumps(body).encode()
-        sent = self._token_file.token() if self._token_file else None
         async with self._lanes.slot(urgent=urgent):
+            # Read once the request may go: in a burst it can wait seconds in its lane.
+            sent = self._token_file.token() if self._token_file else None
             status, content = await self._send(method, path, data, headers, params, sent)
             if status == 401 and self._token_file is not None:
                 fresh = self._token_file.token(force=True)
