@@ -69,3 +69,42 @@ def test_a_build_that_fails_in_the_background_fails_in_its_stage(tmp_path, sampl
     failed = [e for e in events if e.status == "failed"]
     assert [e.stage for e in failed] == ["transcribe"]
     assert "no-such-model" in str(failure.value)
+
+
+# A command that fails while the background build is inside a native model load (CI: the
+# store full at the audio decode) must end with its own exit code. With a daemon thread the
+# interpreter exited under it and the C++ runtime aborted the process (SIGABRT, "terminate
+# called without an active exception") after the clean error.
+EXIT_DURING_WARM = """
+import sys, time
+from mediaflow.config import Settings
+from mediaflow.engines import Engines
+
+engines = Engines(Settings())
+engines.warm(transcriber=True, embedder_language="en")
+time.sleep(float(sys.argv[1]))
+print("failing now", flush=True)
+sys.exit(1)
+"""
+
+
+def test_a_command_that_fails_while_engines_load_exits_with_its_own_code(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    env = dict(os.environ, MEDIAFLOW_DATA_DIR=str(tmp_path / "data"), HF_HUB_OFFLINE="1")
+
+    def exit_after(delay_s: float) -> tuple[float, subprocess.CompletedProcess]:
+        return delay_s, subprocess.run([sys.executable, "-c", EXIT_DURING_WARM, str(delay_s)], env=env,
+                                       capture_output=True, text=True, timeout=300)
+
+    # The abort needs the exit to fall inside a native load: exit at many points of it (two
+    # at a time, which also varies where the load is), not at one.
+    delays = [0.5 + 0.25 * i for i in range(18)]
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(exit_after, delays))
+    for delay_s, proc in runs:
+        assert (proc.returncode, proc.stdout.strip()) == (1, "failing now"), (delay_s, proc.stderr)
+        assert "terminate called" not in proc.stderr, (delay_s, proc.stderr)

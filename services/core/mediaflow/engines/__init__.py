@@ -143,7 +143,12 @@ class Engines:
             except Exception as exc:  # the stage that needs it raises it again, where it belongs
                 log.debug("background engine build failed (the stage retries it): %s", exc)
 
-        thread = threading.Thread(target=build, name="mediaflow-engines-warm", daemon=True)
+        # Not a daemon: a command that fails early (a full store at the audio decode) would
+        # otherwise exit while this thread is inside a native model load, and the C++ runtime
+        # aborts the process at exit (SIGABRT, "terminate called without an active
+        # exception") after the clean error. The interpreter's shutdown joins it instead: a
+        # failed command exits a few seconds later, with its own exit code.
+        thread = threading.Thread(target=build, name="mediaflow-engines-warm", daemon=False)
         thread.start()
         return thread
 
