@@ -8,8 +8,12 @@ import pytest
 
 from mediaflow.errors import UnsupportedLanguageError
 from mediaflow.languages import check_language
-from tests.conftest import cer, wer
+from tests.conftest import cer, normalize_words, wer
 from tests.speech import SAMPLES, speak
+
+
+FRENCH_FUNCTION_WORDS = {"le", "la", "les", "de", "du", "des", "et", "à", "un", "une", "qui", "au"}
+ENGLISH_FUNCTION_WORDS = {"the", "and", "of", "to", "is", "in", "that"}
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +50,12 @@ def test_a_given_language_is_transcribed_in_that_language(transcriber, audio, la
     transcript = transcriber.transcribe_array(audio[lang], language=lang)
     assert transcript.language == lang and transcript.language_probability is None
     if lang == "fr":
-        assert {"chaque", "le", "soir", "pêche"} <= set(transcript.text.lower().replace(",", " ").replace(".", " ").split())
-        assert "l'effort" in transcript.text or "l'" in transcript.text  # elision kept: no "l 'effort"
-        assert " '" not in transcript.text
+        # which words base gets right varies with the CPU (int8 kernels) and espeak's build:
+        # seen "Le soir, les offerts" on one machine, "Régant, les offres" on another
+        words = set(normalize_words(transcript.text).split())
+        assert len(words & set(normalize_words(SAMPLES[lang].reference).split())) >= 5, transcript.text
+        assert len(words & FRENCH_FUNCTION_WORDS) >= 4 and not words & ENGLISH_FUNCTION_WORDS, transcript.text
+        assert " '" not in transcript.text  # elisions stay whole (see the test below)
     else:
         assert "每年春天" in transcript.text and cer(SAMPLES[lang].reference, transcript.text) <= 0.8
         assert not any("a" <= c.lower() <= "z" for c in transcript.text)
@@ -81,6 +88,27 @@ def test_chinese_cues_have_no_inserted_spaces_and_a_time_per_character(transcrib
     # 孩子们 ("the children", however transcribed) starts seconds after the first one's
     plural = [w for w in words if w.word.rstrip(",，。") in ("們", "们")]
     assert len(plural) == 2 and plural[1].start - plural[0].start > 2.5, [(w.word, w.start) for w in words]
+
+
+def test_french_elisions_stay_whole_from_the_real_tokenizer(transcriber):
+    """Whisper's tokenizer splits " l'effort" into several tokens ("'" apart): the cue's text
+    is its words' decoded text run together, so the elision is not split into "l 'effort"."""
+    from types import SimpleNamespace
+
+    from mediaflow.engines.whisperx_transcriber import _split_cues, _timed_words
+
+    tokenizer = transcriber.multilingual.tokenizer_for("fr")
+    text = " Le soir, l'effort du pêcheur est récompensé. D'abord le phare."
+    tokens = tokenizer.encode(text)
+    assert len(tokens) > len(text.split())  # several tokens to a word: the joining matters
+    # one alignment step per token, 40 ms apart, as CTranslate2's align() reports them
+    result = SimpleNamespace(alignments=[(i, 2 * i) for i in range(len(tokens) + 1)],
+                             text_token_probs=[0.9] * len(tokens))
+    cues = _split_cues(_timed_words(tokenizer, tokens, result, 50, 0.0, 30.0))
+    assert [c.text for c in cues] == ["Le soir, l'effort du pêcheur est récompensé.", "D'abord le phare."]
+    assert [w.word for w in cues[0].words] == ["Le", "soir,", "l'effort", "du", "pêcheur", "est", "récompensé."]
+    starts = [w.start for c in cues for w in c.words]
+    assert starts == sorted(starts) and cues[1].start > cues[0].start
 
 
 def test_cues_end_at_the_sentence_marks_of_languages_without_spaces():

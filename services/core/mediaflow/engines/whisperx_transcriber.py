@@ -720,6 +720,7 @@ def _aligning_model_class():
 TimedWord = list
 
 _PUNCTUATION = set("\"'.。,，!！?？:：”)]}、;-…")
+_APOSTROPHES = ("'", "’")
 
 
 def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_end) -> list[TimedWord]:
@@ -746,6 +747,14 @@ def _timed_words(tokenizer, tokens, result, tokens_per_second, seg_start, seg_en
         end = seg_start + float(jump_times[min(b, len(jump_times) - 1)])
         if timed and word.strip() and all(c in _PUNCTUATION for c in word.strip()):
             timed[-1][0].word += word.strip()  # "notes" + "." -> "notes."
+            timed[-1][1].extend(word_tokens[k])
+            timed[-1][2] += word
+            continue
+        if timed and word[:1] in _APOSTROPHES:
+            # the tokenizer starts a word at the apostrophe: " l" + "'effort" -> "l'effort",
+            # " don" + "'t" -> "don't", one word from the first part's start to the last's end
+            timed[-1][0].word += word
+            timed[-1][0].end = round(min(max(end, timed[-1][0].end), seg_end), 3)
             timed[-1][1].extend(word_tokens[k])
             timed[-1][2] += word
             continue
