@@ -110,14 +110,16 @@ def test_chunk_features_are_whisperx_log_mel_bit_for_bit(wav_16k):
 def test_chunks_and_text_are_whisperx_own(wav_16k):
     """The engine's batched transcription against WhisperX's own pipeline (``whisperx.load_model``,
     its FasterWhisperPipeline and pyannote VAD) on the same audio: the same VAD chunks and the
-    same text in each."""
+    same text in each, given WhisperX's 30 s encoder window (the default window is the chunk
+    ceiling: see test_the_chunk_ceiling_window_keeps_the_words_and_their_times)."""
     import whisperx
 
     from mediaflow.engines.whisper_models import bundled_english_model
     from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber, load_audio
 
     audio = load_audio(wav_16k)
-    engine = WhisperXTranscriber(bundled_english_model(), vad="pyannote", word_timestamps=False)
+    engine = WhisperXTranscriber(bundled_english_model(), vad="pyannote", word_timestamps=False,
+                                 encoder_window_seconds=30)
     ours = engine.transcribe_array(audio, language="en")
     pipeline = whisperx.load_model(bundled_english_model(), "cpu", compute_type="int8", language="en",
                                    threads=2, vad_method="pyannote", vad_options={"chunk_size": 20.0},
@@ -167,3 +169,71 @@ def test_the_engine_loads_without_transformers_or_pyannote():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+# -- the encoder window and the workers -------------------------------------------------------
+def _passage_start_errors(transcript, sample) -> list[float]:
+    words = [w for s in transcript.segments for w in s.words]
+    errors = []
+    for passage in sample.passages:
+        first = passage.text.split()[0].strip(".,").lower()
+        starts = [w.start for w in words if w.word.strip(".,").lower() == first]
+        errors.append(min((abs(t - passage.start) for t in starts), default=float("inf")))
+    return errors
+
+
+def test_the_chunk_ceiling_window_keeps_the_words_and_their_times(wav_16k, sample_video):
+    """The encoder sees the VAD's chunk ceiling (20 s), not WhisperX's 30 s: as many words
+    right, and every passage's first word as close to where it is spoken."""
+    from mediaflow.engines.whisper_models import bundled_english_model
+    from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber, load_audio
+
+    ceiling = WhisperXTranscriber(bundled_english_model())
+    whisper = WhisperXTranscriber(bundled_english_model(), encoder_window_seconds=30)
+    assert ceiling.encoder_frames(12.0) == 2002 and ceiling.encoder_frames(20.0) == 2002
+    assert ceiling.encoder_frames(25.0) == 2502  # a longer chunk (pyannote's) is never cut
+    assert whisper.encoder_frames(12.0) == 3000 and ceiling.encoder_frames(40.0) == 3000
+    audio = load_audio(wav_16k)
+    widths: list[int] = []
+    encode = ceiling.model.encode
+    ceiling.model.encode = lambda features, *a, **k: widths.append(features.shape[-1]) or encode(features, *a, **k)
+    short, full = ceiling.transcribe_array(audio, language="en"), whisper.transcribe_array(audio, language="en")
+    assert widths and set(widths) == {2002}  # what the encoder was given
+    assert wer(sample_video.text, short.text) <= min(0.15, wer(sample_video.text, full.text) + 0.03), short.text
+    for mine, theirs in zip(_passage_start_errors(short, sample_video), _passage_start_errors(full, sample_video),
+                            strict=True):
+        assert mine <= 1.5 and mine <= theirs + 0.5, (mine, theirs)
+
+
+def test_batches_side_by_side_give_the_text_and_times_of_one_at_a_time(wav_16k):
+    """Two CTranslate2 workers of one thread each decode two batches at once: the transcript is
+    the one a single worker of two threads makes, and progress still rises to the end."""
+    from mediaflow.engines.whisper_models import bundled_english_model
+    from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber, load_audio
+
+    audio = load_audio(wav_16k)
+    one = WhisperXTranscriber(bundled_english_model(), threads=2, workers=1, batch_size=2)
+    two = WhisperXTranscriber(bundled_english_model(), threads=2, batch_size=2)
+    assert (one.workers, two.workers) == (1, 2)
+    seen: list[float] = []
+    a = one.transcribe_array(audio, language="en")
+    b = two.transcribe_array(audio, language="en", on_progress=seen.append)
+    assert len(one.vad.chunks(audio)) >= 4  # several batches, so both workers had one
+    assert a.text == b.text
+    assert [(w.word, w.start, w.end) for s in a.segments for w in s.words] == [
+        (w.word, w.start, w.end) for s in b.segments for w in s.words]
+    assert seen == sorted(seen) and len(seen) >= 4 and seen[-1] == 1.0
+
+
+def test_decode_batches_keep_every_worker_busy_to_the_last_round():
+    from mediaflow.engines.whisperx_transcriber import decode_batches
+
+    def sizes(*args):
+        bounds = decode_batches(*args)
+        assert [lo for lo, _ in bounds] == [0] + [hi for _, hi in bounds[:-1]]  # contiguous, in order
+        return [hi - lo for lo, hi in bounds]
+
+    assert sizes(33, 8, 2) == [6, 6, 6, 5, 5, 5]  # 3 rounds of 2 (not 5 batches, the last alone)
+    assert sizes(16, 8, 2) == [8, 8] and sizes(3, 8, 2) == [2, 1] and sizes(1, 8, 2) == [1]
+    assert sizes(17, 8, 1) == [6, 6, 5] and sizes(8, 8, 1) == [8]
+    assert decode_batches(0, 8, 2) == []
