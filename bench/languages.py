@@ -48,6 +48,7 @@ def main() -> int:
     from mediaflow.engines.whisper_models import bundled_english_model
     from mediaflow.engines.whisperx_transcriber import WhisperXTranscriber
     from mediaflow.samples import make_sample
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo: tests/ scores WER
     from tests.conftest import wer
     from tests.speech import SAMPLES, speak
 
