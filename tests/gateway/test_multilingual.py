@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import pytest_asyncio
 
-from mediaflow.models import IndexRecord, SummaryRecord
+from mediaflow.models import IndexRecord, SummaryRecord, Transcript
 from tests.gateway.conftest import AUTH, multipart, running_app
 from tests.multilingual import QUERIES, speak_passages
 
@@ -91,8 +91,13 @@ async def test_the_summary_is_written_from_and_checked_against_the_german_transc
     record = client.app.state.backend.pipeline.store.read_model(media_id, "summary.json", SummaryRecord)
     assert record is not None and record.method in ("condensed", "extractive", "mixed")
     assert record.sentences and all(timeline[0].start - EARLY <= s.start <= timeline[-1].end for s in record.sentences)
-    # the key sentences it condensed are the German transcript's own
-    assert record.key_sentences and any(w in record.text for w in ("Radio", "Bienen", "Treppe", "Lampe"))
+    # the key sentences it condensed are the German transcript's own (which of them the
+    # LLM's sentences survive the check varies with the transcript's exact words)
+    transcript = client.app.state.backend.pipeline.store.read_model(media_id, "transcript.json", Transcript)
+    said = " ".join(" ".join(s.text.split()) for s in transcript.segments)
+    assert record.key_sentences and all(" ".join(k.text.split()) in said for k in record.key_sentences)
+    keys = " ".join(k.text for k in record.key_sentences)
+    assert sum(w in keys for w in ("Hafen", "Radio", "Bienen", "Treppe", "Lampe", "Mangroven")) >= 2, keys
 
 
 async def test_deleting_the_media_clears_its_collection(german):
