@@ -1,5 +1,6 @@
 """WhisperX on the bundled tiny.en model, against speech of known text."""
 
+import difflib
 import subprocess
 
 import pytest
@@ -219,9 +220,16 @@ def test_batches_side_by_side_give_the_text_and_times_of_one_at_a_time(wav_16k):
     a = one.transcribe_array(audio, language="en")
     b = two.transcribe_array(audio, language="en", on_progress=seen.append)
     assert len(one.vad.chunks(audio)) >= 4  # several batches, so both workers had one
-    assert a.text == b.text
-    assert [(w.word, w.start, w.end) for s in a.segments for w in s.words] == [
-        (w.word, w.start, w.end) for s in b.segments for w in s.words]
+    # the same text (seen here: identical); a batch put back out of order would not be near it.
+    # Batches of other sizes pad differently, which another CPU's kernels might round apart.
+    assert wer(a.text, b.text) <= 0.02, (a.text, b.text)
+    words_a = [w for s in a.segments for w in s.words]
+    words_b = [w for s in b.segments for w in s.words]
+    matcher = difflib.SequenceMatcher(a=[w.word for w in words_a], b=[w.word for w in words_b], autojunk=False)
+    pairs = [(words_a[block.a + k], words_b[block.b + k]) for block in matcher.get_matching_blocks()
+             for k in range(block.size)]
+    assert len(pairs) >= 0.98 * len(words_a)
+    assert max(abs(x.start - y.start) for x, y in pairs) <= 0.1
     assert seen == sorted(seen) and len(seen) >= 4 and seen[-1] == 1.0
 
 
