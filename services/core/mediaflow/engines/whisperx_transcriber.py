@@ -19,8 +19,8 @@
 - Decoding on the CPU runs as ``workers`` CTranslate2 replicas of one thread each
   (faster-whisper's ``num_workers``), the VAD chunks spread over them in batches: a tiny
   model's beam search is too small to keep two OpenMP threads busy (they mostly wait on each
-  other), so two batches side by side on one thread each decode 10 minutes of speech in
-  27 % less time than one batch at a time on two threads, the same text (``bench/serving.py``).
+  other), so two batches side by side on one thread each decoded 652 s of speech in 13.4 s
+  against 18.3 s for one batch at a time on two threads, with the same text.
 - Per call: ``prompt`` (Whisper's ``initial_prompt``) and ``temperature``. WhisperX's
   batched decoder ignores temperatures (always beam search, no fallback); this one decodes
   at ``temperature`` and, as Whisper does, falls back to higher temperatures for a chunk whose
