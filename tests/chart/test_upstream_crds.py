@@ -189,7 +189,8 @@ def test_the_walker_finds_what_the_api_server_would_prune():
 def test_every_custom_kind_has_its_crd_and_conforms():
     """Every rendered custom resource is served by a CRD: the chart's crds/ (kopf's peering CRDs, the
     MediaJob CRD) or an upstream one. The chart's own: same two checks, against crds/."""
-    builtin_groups = {"", "apps", "batch", "policy", "networking.k8s.io", "rbac.authorization.k8s.io"}
+    builtin_groups = {"", "apps", "batch", "policy", "networking.k8s.io", "rbac.authorization.k8s.io",
+                      "admissionregistration.k8s.io"}
     seen = set()
     for case_name in CASES:
         variant, sets = CASES[case_name]

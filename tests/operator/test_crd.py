@@ -11,9 +11,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from mediaflow.crd import crd, crd_yaml
+from mediaflow.crd import GROUP, PLURAL, SPEC_IMMUTABLE, VERSION, crd, crd_yaml
 from mediaflow.spec import PARENT_SEGMENT_RE, MediaJobSpec
-from tests.operator.crd_validation import compile_rule, schema_nodes, schema_rules, validation_errors
+from tests.operator.crd_validation import (_apply_defaults, compile_rule, schema_nodes, schema_rules,
+                                           validation_errors)
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "charts/mediaflow/crds/mediajobs.mediaflow.dev.yaml"
@@ -127,24 +128,6 @@ RULE_SAMPLES: dict[str, dict[str, list[tuple[dict | None, dict]]]] = {
             {"seconds": 2}, {"overlapSeconds": 15}, {"seconds": 10, "overlapSeconds": 10.0},
             {"seconds": 10, "overlapSeconds": 30})],
     },
-    IMMUTABLE: {
-        "accept": [
-            (None, FULL),  # a create has no oldSelf: transition rules do not run
-            (FULL, copy.deepcopy(FULL)),  # `kubectl apply` of the same manifest again
-            ({"source": {"uri": "/m/a.mp4"}},  # equal once the API server has defaulted both
-             {"source": {"uri": "/m/a.mp4"}, "priority": 0,
-              "stages": {"chunking": {"seconds": 15, "overlapSeconds": 3, "pauseSeconds": 1.5}}}),
-        ],
-        "reject": [
-            (FULL, {**FULL, "language": "fr" if FULL.get("language") != "fr" else "de"}),
-            ({"source": {"uri": "/m/a.mp4"}}, {"source": {"uri": "/m/a.mp4"}, "language": "en"}),  # set later
-            (FULL, {**FULL, "source": {"uri": "s3://media-bucket/talks/other.mp4"}}),
-            (FULL, {**FULL, "source": {**FULL["source"], "title": "Renamed"}}),
-            (FULL, {**FULL, "stages": {**FULL["stages"], "chunking": {"seconds": 21, "overlapSeconds": 4}}}),
-            (FULL, {k: v for k, v in FULL.items() if k != "ttlSecondsAfterFinished"}),
-            ({"source": {"uri": "/m/a.mp4"}}, {"source": {"uri": "/m/a.mp4"}, "priority": 1}),
-        ],
-    },
 }
 SAMPLES = [(message, verdict, old, new) for message, cases in RULE_SAMPLES.items()
            for verdict, pairs in cases.items() for old, new in pairs]
@@ -169,9 +152,78 @@ def test_rule_samples(message, verdict, old, new):
                 MediaJobSpec.model_validate(new)
 
 
+# The spec's immutability: (old spec, new spec) updates the chart's admission policy admits or denies.
+IMMUTABLE_SAMPLES = {
+    "accept": [
+        (FULL, copy.deepcopy(FULL)),  # `kubectl apply` of the same manifest again
+        ({"source": {"uri": "/m/a.mp4"}},  # equal once the API server has defaulted both
+         {"source": {"uri": "/m/a.mp4"}, "priority": 0,
+          "stages": {"chunking": {"seconds": 15, "overlapSeconds": 3, "pauseSeconds": 1.5}}}),
+    ],
+    "reject": [
+        (FULL, {**FULL, "language": "fr" if FULL.get("language") != "fr" else "de"}),
+        ({"source": {"uri": "/m/a.mp4"}}, {"source": {"uri": "/m/a.mp4"}, "language": "en"}),  # set later
+        (FULL, {**FULL, "source": {"uri": "s3://media-bucket/talks/other.mp4"}}),
+        (FULL, {**FULL, "source": {**FULL["source"], "title": "Renamed"}}),
+        (FULL, {**FULL, "stages": {**FULL["stages"], "chunking": {"seconds": 21, "overlapSeconds": 4}}}),
+        (FULL, {k: v for k, v in FULL.items() if k != "ttlSecondsAfterFinished"}),
+        ({"source": {"uri": "/m/a.mp4"}}, {"source": {"uri": "/m/a.mp4"}, "priority": 1}),
+    ],
+}
+
+
+def spec_immutable_policy() -> dict:
+    """The chart's ValidatingAdmissionPolicy for MediaJob updates (rendered by helm)."""
+    from tests.chart.conftest import find, render
+
+    (policy,) = find(render(), "ValidatingAdmissionPolicy")
+    (binding,) = find(render(), "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    return policy
+
+
+def policy_denials(policy: dict, old: dict, new: dict, resource: str = "mediajobs") -> list[str]:
+    """The policy's messages for an UPDATE of ``resource`` from ``old`` to ``new``, evaluated as
+    the API server does: CEL over ``object`` and ``oldObject``, after defaulting both."""
+    from cel_expr_python import cel
+
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    if resource not in rule["resources"] or "UPDATE" not in rule["operations"]:
+        return []
+    schema = _schema(crd())
+    env = cel.NewEnv(variables={"object": cel.Type.DYN, "oldObject": cel.Type.DYN})
+    data = {"object": _apply_defaults(schema, copy.deepcopy(new)),
+            "oldObject": _apply_defaults(schema, copy.deepcopy(old))}
+    return [v["message"] for v in policy["spec"]["validations"]
+            if env.compile(v["expression"]).eval(data=data).value() is not True]
+
+
+def test_the_admission_policy_is_the_cores_and_guards_mediajob_updates():
+    policy = spec_immutable_policy()
+    (validation,) = policy["spec"]["validations"]
+    assert {k: validation[k] for k in SPEC_IMMUTABLE} == SPEC_IMMUTABLE
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert policy["spec"]["matchConstraints"]["resourceRules"] == [{
+        "apiGroups": [GROUP], "apiVersions": [VERSION], "operations": ["UPDATE"], "resources": [PLURAL]}]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("verdict, old, new", [(v, o, n) for v, pairs in IMMUTABLE_SAMPLES.items() for o, n in pairs],
+                         ids=lambda x: x if isinstance(x, str) else "")
+def test_a_spec_change_is_denied_by_the_admission_policy(verdict, old, new):
+    assert validation_errors(crd(), job(new), old=job(old)) == []  # the CRD's own rules do not object
+    denied = policy_denials(spec_immutable_policy(), job(old), job(new))
+    assert denied == ([] if verdict == "accept" else [IMMUTABLE])
+
+
+def test_no_crd_rule_reads_old_self():
+    # Validators that compile each rule with `self` alone (as for every rule outside a
+    # transition) refuse oldSelf: immutability lives in the admission policy instead.
+    assert [(p, r["rule"]) for p, _, r in COMMITTED_RULES if compile_rule(r["rule"]).transition] == []
+
+
 def test_only_spec_is_immutable_status_and_metadata_stay_writable():
-    transition = [(p, r["rule"]) for p, _, r in COMMITTED_RULES if compile_rule(r["rule"]).transition]
-    assert transition == [(".spec", "self == oldSelf")]
+    policy = spec_immutable_policy()
     spec = {"source": {"uri": "/m/a.mp4"}}
     old = job(spec, status={"phase": "Pending"})
     new = job(spec, labels={"team": "research"}, finalizers=["mediaflow.dev/cleanup"], status={
@@ -180,6 +232,10 @@ def test_only_spec_is_immutable_status_and_metadata_stay_writable():
                         "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
     assert validation_errors(crd(), new, old=old) == []
     assert validation_errors(crd(), {k: v for k, v in new.items() if k != "status"}, old=old) == []
+    assert policy_denials(policy, old, new) == [] and policy_denials(policy, old, new, "mediajobs/status") == []
+    changed = job({**spec, "priority": 3}, status={"phase": "Running"})
+    assert policy_denials(policy, old, changed) == [IMMUTABLE]
+    assert policy_denials(policy, old, changed, "mediajobs/status") == []  # the subresource is not matched
 
 
 def test_string_rules_are_bounded_and_read_declared_fields():

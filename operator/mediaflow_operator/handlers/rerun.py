@@ -1,7 +1,7 @@
 """Rerun a Failed MediaJob: ``kubectl annotate mediajob NAME mediaflow.dev/rerun=<new value>``.
 
-The spec is immutable (a CEL rule), so a rerun is asked for with an annotation, like
-``kubectl rollout restart`` does. The MediaJob's daemon does the work: after a failure it
+The spec is immutable (the chart's admission policy), so a rerun is asked for with an
+annotation, like ``kubectl rollout restart`` does. The MediaJob's daemon does the work: after a failure it
 stays alive and waits, and when the annotation's value differs from
 ``status.observedRerun`` (the value when the job started or was last rerun) it records the
 new value, goes back to Pending and runs only the stages whose condition is not True.

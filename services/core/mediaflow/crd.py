@@ -36,11 +36,14 @@ SHORT_NAMES = ["mj"]
 CRD_NAME = f"{PLURAL}.{GROUP}"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-# A transition rule (it reads oldSelf), so the API server evaluates it on updates only.
-# It sits on `spec`, not on the root: writes to the status subresource (which cannot
-# change spec) and to metadata (finalizers, labels) pass.
+# Enforced by a ValidatingAdmissionPolicy the chart installs
+# (templates/mediajob-admission-policy.yaml; a test holds it to these), not by a CRD
+# transition rule (``self == oldSelf``): validators that compile every CRD rule with ``self``
+# alone refuse ``oldSelf``, and a policy also names the operation it guards. It matches
+# UPDATEs of ``mediajobs`` only: writes to the status subresource (``mediajobs/status``)
+# and to metadata (finalizers, labels) leave spec equal and pass.
 SPEC_IMMUTABLE = {
-    "rule": "self == oldSelf",
+    "expression": "object.spec == oldObject.spec",
     "message": "spec is immutable: delete the MediaJob and create a new one",
 }
 
@@ -113,7 +116,6 @@ def _printer_columns() -> list[dict[str, Any]]:
 
 def crd() -> dict[str, Any]:
     spec_schema = structural_schema(MediaJobSpec)
-    spec_schema.setdefault("x-kubernetes-validations", []).append(SPEC_IMMUTABLE)
     status_schema = structural_schema(MediaJobStatus)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
