@@ -141,7 +141,7 @@ def _cel_errors(schema: dict, value: Any, old: Any, path: str) -> list[str]:
     return errors
 
 
-def _apply_defaults(schema: dict, value: Any) -> Any:
+def apply_defaults(schema: dict, value: Any) -> Any:
     # The API server defaults before it runs CEL rules.
     if not isinstance(value, dict):
         return value
@@ -149,7 +149,7 @@ def _apply_defaults(schema: dict, value: Any) -> Any:
         if name not in value and "default" in sub:
             value[name] = copy.deepcopy(sub["default"])
         if name in value:
-            value[name] = _apply_defaults(sub, value[name])
+            value[name] = apply_defaults(sub, value[name])
     return value
 
 
@@ -160,6 +160,6 @@ def validation_errors(crd: dict, obj: dict, old: dict | None = None) -> list[str
     errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in checker.iter_errors(obj)]
     if errors:
         return errors
-    new = _apply_defaults(schema, copy.deepcopy(obj))
-    previous = _ABSENT if old is None else _apply_defaults(schema, copy.deepcopy(old))
+    new = apply_defaults(schema, copy.deepcopy(obj))
+    previous = _ABSENT if old is None else apply_defaults(schema, copy.deepcopy(old))
     return _cel_errors(schema, new, previous, "")

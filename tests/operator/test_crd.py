@@ -13,8 +13,7 @@ from pydantic import ValidationError
 
 from mediaflow.crd import GROUP, PLURAL, SPEC_IMMUTABLE, VERSION, crd, crd_yaml
 from mediaflow.spec import PARENT_SEGMENT_RE, MediaJobSpec
-from tests.operator.crd_validation import (_apply_defaults, compile_rule, schema_nodes, schema_rules,
-                                           validation_errors)
+from tests.operator.crd_validation import apply_defaults, compile_rule, schema_nodes, schema_rules, validation_errors
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILE = REPO / "charts/mediaflow/crds/mediajobs.mediaflow.dev.yaml"
@@ -192,8 +191,8 @@ def policy_denials(policy: dict, old: dict, new: dict, resource: str = "mediajob
         return []
     schema = _schema(crd())
     env = cel.NewEnv(variables={"object": cel.Type.DYN, "oldObject": cel.Type.DYN})
-    data = {"object": _apply_defaults(schema, copy.deepcopy(new)),
-            "oldObject": _apply_defaults(schema, copy.deepcopy(old))}
+    data = {"object": apply_defaults(schema, copy.deepcopy(new)),
+            "oldObject": apply_defaults(schema, copy.deepcopy(old))}
     return [v["message"] for v in policy["spec"]["validations"]
             if env.compile(v["expression"]).eval(data=data).value() is not True]
 

@@ -195,8 +195,7 @@ class WhisperXTranscriber:
             self.model_path, device=device, compute_type=compute_type,
             cpu_threads=max(1, threads // self.workers), num_workers=self.workers,
         )
-        self._pool = (ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mediaflow-asr")
-                      if self.workers > 1 else None)
+        self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="mediaflow-asr")
         # A multilingual model gets each call's language (its tokenizer is built per call), so
         # one request's language never leaks into the next. An English-only model (tiny.en)
         # is English, always (WhisperX infers that only from a model *name* ending in ".en",
@@ -324,28 +323,20 @@ class WhisperXTranscriber:
         batches = [chunks[lo:hi] for lo, hi in decode_batches(len(chunks), self.batch_size, self.workers)]
         outs: list[dict | None] = [None] * len(batches)
         done = 0
-        if self._pool is None:
-            futures = {}
-            for i, batch in enumerate(batches):
-                outs[i] = decode(batch)
-                done += len(batch)
+        futures = {self._pool.submit(decode, batch): i for i, batch in enumerate(batches)}
+        try:
+            for future in as_completed(futures):
+                outs[futures[future]] = future.result()
+                done += len(batches[futures[future]])
                 if on_progress:
                     on_progress(done / len(chunks))
-        else:
-            futures = {self._pool.submit(decode, batch): i for i, batch in enumerate(batches)}
-            try:
-                for future in as_completed(futures):
-                    outs[futures[future]] = future.result()
-                    done += len(batches[futures[future]])
-                    if on_progress:
-                        on_progress(done / len(chunks))
-            finally:  # a failed batch (or progress callback) leaves no batch of this call running
-                for future in futures:
-                    future.cancel()
-                for future in futures:
-                    if not future.cancelled():
-                        with contextlib.suppress(Exception):
-                            future.result()
+        finally:  # a failed batch (or progress callback) leaves no batch of this call running
+            for future in futures:
+                future.cancel()
+            for future in futures:
+                if not future.cancelled():
+                    with contextlib.suppress(Exception):
+                        future.result()
         segments: list[dict] = []
         decoded: list[dict] = []
         for batch, out in zip(batches, outs, strict=True):
