@@ -109,11 +109,14 @@ async def test_llm_down_fails_summarize_keeps_outputs_and_the_rerun_annotation_c
     assert event_reasons(cluster).count("JobCreated") == 1
     assert transcription_service.app.calls == 1
     await wait_for_events(cluster, {"RerunRequested", "Completed"})
-    # The phases the API server saw: Failed, then Pending (rerun), Running, Succeeded.
+    # The phases the API server saw: Failed, then Pending (rerun), Succeeded, with Running
+    # between them unless the summary-only rerun ended within the operator's status folding
+    # (status_grace_seconds: seen in a fresh-clone CI run, Failed, Pending, Succeeded).
     phases = [r.data["status"]["phase"] for r in cluster.requests("PATCH", "/llmdown/status")
               if "phase" in (r.data or {}).get("status", {})]
     after = phases[phases.index("Failed"):]
-    assert after[:2] == ["Failed", "Pending"] and after[-1] == "Succeeded" and "Running" in after, phases
+    assert after[:2] == ["Failed", "Pending"] and after[-1] == "Succeeded", phases
+    assert set(after[2:-1]) <= {"Running"}, phases
 
     await operator_process.stop()  # releases the embedded Qdrant
     assert points_in_qdrant(cluster.data_dir, media_id) == outputs["chunks"]
