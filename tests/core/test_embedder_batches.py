@@ -113,3 +113,12 @@ def test_device_picks_the_cost_model(embedder):
     fixed = SentenceTransformerEmbedder(batch_size=8, batch_overhead_tokens=None)
     texts = mixed_texts()[:20]
     assert np.abs(np.asarray(fixed.embed(texts)) - np.asarray(embedder.embed(texts))).max() < 1e-5
+
+
+def test_tokens_counted_are_those_the_model_saw(embedder):
+    texts = mixed_texts()
+    vectors, tokens = embedder.embed_counted(texts)
+    limit = embedder.model.max_seq_length
+    assert tokens == [min(len(ids), limit) for ids in embedder.model.tokenizer(texts)["input_ids"]]
+    assert tokens[-2] == limit and tokens[-1] == 3  # the long text truncated; "a" with [CLS] and [SEP]
+    assert np.abs(np.asarray(vectors) - np.asarray(embedder.embed(texts))).max() < 1e-6

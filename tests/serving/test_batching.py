@@ -114,8 +114,8 @@ async def test_concurrent_requests_to_the_app_share_encode_calls():
     calls = []
     async with app.router.lifespan_context(app):
         engine = app.state.engine.get().parts[0]
-        embed = engine.embed
-        engine.embed = lambda texts, **kw: (calls.append(len(texts)), embed(texts, **kw))[1]
+        embed = engine.embed_counted
+        engine.embed_counted = lambda texts, **kw: (calls.append(len(texts)), embed(texts, **kw))[1]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://embeddings", timeout=120) as http:
             answers = await asyncio.gather(*(http.post("/v1/embeddings", json={"input": texts}) for texts in requests))

@@ -12,7 +12,8 @@ others (``mediaflow.engines.remote.RemoteEmbedder``).
 Requests that arrive while the model is busy go together into its next call, one
 ``encode`` per model among them (``apps.batching.ContinuousBatcher``, the same under uvicorn
 and Ray Serve; ``embedding_max_batch_size`` requests and ``embedding_max_batch_inputs``
-texts at most, ``embedding_batch_wait_s`` of waiting when the model was idle).
+texts at most, ``embedding_batch_wait_s`` of waiting when the model was idle). Usage is
+the model's own token count, from the tokenization the encode does anyway (``embed_counted``).
 
 ``input`` is what OpenAI takes: a string, a list of strings, a token array or a list of
 token arrays. Token ids are the served model's own tokenizer's (as OpenAI's are its
@@ -111,6 +112,14 @@ def as_base64(vector: list[float]) -> str:
     return base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")
 
 
+def embed_counted(engine, texts: list[str]) -> tuple[Vectors, list[int] | None]:
+    """The engine's vectors and, from the same tokenization, each text's tokens when it counts
+    them (``SentenceTransformerEmbedder.embed_counted``): usage without a second tokenizer
+    pass on the event loop, which took most of a request's CPU there (py-spy, 8 clients)."""
+    counted = getattr(engine, "embed_counted", None)
+    return counted(texts) if counted is not None else (engine.embed(texts), None)
+
+
 def count_tokens(engine, texts: list[str]) -> int:
     count = getattr(engine, "count_tokens", None)
     return count(texts) if count is not None else sum(len(t.split()) for t in texts)
@@ -158,18 +167,21 @@ def create_app(
     # engine's lock).
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediaflow-encode")
 
-    async def encode_many(requests: list[Request]) -> list[Vectors]:
-        """One model call per model among ``requests`` (a batch may mix them), answers in order."""
-        out: list[Vectors | None] = [None] * len(requests)
+    async def encode_many(requests: list[Request]) -> list[tuple[Vectors, int | None]]:
+        """One model call per model among ``requests`` (a batch may mix them): each request's
+        vectors and its tokens (None when the model does not count them), in order."""
+        out: list[tuple[Vectors, int | None] | None] = [None] * len(requests)
         for model in dict.fromkeys(name for name, _ in requests):
             mine = [i for i, (name, _) in enumerate(requests) if name == model]
             flat = [text for i in mine for text in requests[i][1]]
             metrics.observe_batch(len(mine), len(flat))
-            vectors = await asyncio.get_running_loop().run_in_executor(encoder, slot.get().get(model).embed, flat)
+            vectors, tokens = await asyncio.get_running_loop().run_in_executor(
+                encoder, embed_counted, slot.get().get(model), flat)
             lo = 0
             for i in mine:
-                out[i] = vectors[lo : lo + len(requests[i][1])]
-                lo += len(requests[i][1])
+                hi = lo + len(requests[i][1])
+                out[i] = vectors[lo:hi], (sum(tokens[lo:hi]) if tokens is not None else None)
+                lo = hi
         return out
 
     encode = ContinuousBatcher(encode_many, max_requests=settings.embedding_max_batch_size,
@@ -192,10 +204,11 @@ def create_app(
                            param="dimensions")
         if arrays is not None:
             texts = detokenize(engine, arrays)
+        vectors, tokens = await encode((engine.name, texts))
+        if arrays is not None:
             tokens = sum(len(ids) for ids in arrays)
-        else:
+        elif tokens is None:
             tokens = count_tokens(engine, texts)
-        vectors = await encode((engine.name, texts))
         if body.encoding_format == "base64":
             vectors = [as_base64(v) for v in vectors]
         # built as plain JSON: re-validating thousands of floats per request costs throughput
