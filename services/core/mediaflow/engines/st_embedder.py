@@ -123,23 +123,24 @@ class SentenceTransformerEmbedder:
         0.98-1.0, and one long call at 1.10."""
         import torch
 
-        features = self.model.preprocess(texts)  # tokenized once, padded to the longest
+        device = self.model.device
+        # tokenized once, padded to the longest, and moved to the model's device once
+        features = {key: value.to(device) if torch.is_tensor(value) else value
+                    for key, value in self.model.preprocess(texts).items()}
         lengths = features["attention_mask"].sum(dim=1)  # tokens of each text, in the caller's order
         order = torch.argsort(lengths, stable=True)
         ordered = lengths[order].tolist()
         left_padded = getattr(self.model.tokenizer, "padding_side", "right") == "left"
-        out = torch.empty((len(texts), self.dim), dtype=torch.float32)
+        out = torch.empty((len(texts), self.dim), dtype=torch.float32, device=device)
         with torch.inference_mode():
             for lo, hi in plan_batches(ordered, self.batch_size, self.batch_overhead_tokens):
                 rows, width = order[lo:hi], ordered[hi - 1]
                 batch = {key: _rows(value, rows, width, len(texts), left_padded) for key, value in features.items()}
-                batch = {key: value.to(self.model.device) if torch.is_tensor(value) else value
-                         for key, value in batch.items()}
                 embedding = self.model(batch)["sentence_embedding"]
-                out[rows] = torch.nn.functional.normalize(embedding, p=2, dim=1).float().cpu()
+                out[rows] = torch.nn.functional.normalize(embedding, p=2, dim=1).float()
                 if on_progress:
                     on_progress(hi / len(texts))
-        return out.numpy(), lengths.tolist()
+        return out.cpu().numpy(), lengths.tolist()
 
 
 def _rows(value, rows, width: int, count: int, left_padded: bool):
