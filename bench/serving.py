@@ -26,8 +26,9 @@
   carrying what ``RemoteEmbedder`` sends (``embedding_request_size`` texts), merged by
   the app's continuous batching (``mediaflow_serving.apps.batching``). Target: Serve / raw
   ≥ 0.9. A second Serve row sends 32 texts per request: what small requests cost (the proxy
-  hop per request; batches merged while the model is busy). Target ≥ 0.85. Each round runs
-  raw, Serve and Serve with small requests in turn; a ratio is the median of the rounds' own.
+  hop per request; batches merged while the model is busy). Target ≥ 0.85. Every Serve run
+  is flanked by raw runs (raw, Serve, raw, small requests, raw, …); its ratio is against the
+  mean of its two flanking raw runs, and a BENCH ratio is the median of those.
 - latency: p50/p99 of one-sentence embeddings requests under 1, 8 and 32 concurrent
   clients.
 Ends with ``BENCH`` lines.
@@ -340,20 +341,23 @@ def main() -> int:
         request_size = Settings().embedding_request_size
         requests = [texts[i : i + request_size] for i in range(0, len(texts), request_size)]
         small_requests = [texts[i : i + SMALL_REQUEST] for i in range(0, len(texts), SMALL_REQUEST)]
-        raw_times, served_times, small_times = [], [], []
-        sides = [(raw_times, lambda: encode_seconds(texts, best_batch)),
-                 (served_times, lambda: asyncio.run(run_clients(url, requests, THROUGHPUT_CLIENTS))[0]),
-                 (small_times, lambda: asyncio.run(run_clients(url, small_requests, THROUGHPUT_CLIENTS))[0])]
-        for round_ in range(args.rounds):  # every side each round, first in turn: drift hits them alike
-            for times, run in sides[round_ % 3 :] + sides[: round_ % 3]:
-                times.append(run())
+        # ABA: a raw run before and after every Serve side, and each Serve side's ratio is
+        # against the mean of the two raw runs that flank it. This machine's speed drifts by up
+        # to 20 % over minutes; flanking cancels a drift that is linear over the minute a Serve
+        # side and its two raw runs span, which one raw run per round (sides in turn) only partly did.
+        served_times, small_times, emb_ratios, small_ratios = [], [], [], []
+        raw_times = [encode_seconds(texts, best_batch)]
+        serve_sides = [(served_times, emb_ratios, lambda: run_clients(url, requests, THROUGHPUT_CLIENTS)),
+                       (small_times, small_ratios, lambda: run_clients(url, small_requests, THROUGHPUT_CLIENTS))]
+        for round_ in range(args.rounds):
+            for times, ratios, send in serve_sides[round_ % 2 :] + serve_sides[: round_ % 2]:
+                times.append(asyncio.run(send())[0])
+                raw_times.append(encode_seconds(texts, best_batch))
+                ratios.append((raw_times[-2] + raw_times[-1]) / 2 / times[-1])
         raw_rate = len(texts) / statistics.median(raw_times)
         served_rate = len(texts) / statistics.median(served_times)
         small_rate = len(texts) / statistics.median(small_times)
-        # ratios within each round, then their median: this machine's speed drifts by up to 20 %
-        # over minutes, and a round's sides run within a minute of each other
-        emb_ratio = statistics.median(r / s for r, s in zip(raw_times, served_times, strict=True))
-        small_ratio = statistics.median(r / s for r, s in zip(raw_times, small_times, strict=True))
+        emb_ratio, small_ratio = statistics.median(emb_ratios), statistics.median(small_ratios)
         latency = {}
         for clients in CLIENT_COUNTS:
             singles = [[t] for t in texts[: max(100, 20 * clients)]]
@@ -370,10 +374,10 @@ def main() -> int:
     print(f"{f'raw encode, batch {best_batch}':<40}{raw_rate:14.1f}")
     print(f"{f'Serve, {THROUGHPUT_CLIENTS} clients x {request_size} texts/request':<40}{served_rate:14.1f}")
     print(f"{f'ratio Serve / raw (batch {best_batch})':<40}{emb_ratio:14.3f}  per round: "
-          + " ".join(f"{r / s:.3f}" for r, s in zip(raw_times, served_times, strict=True)))
+          + " ".join(f"{r:.3f}" for r in emb_ratios))
     print(f"{f'Serve, {THROUGHPUT_CLIENTS} clients x {SMALL_REQUEST} texts/request':<40}{small_rate:14.1f}")
     print(f"{'ratio (small requests) / raw':<40}{small_ratio:14.3f}  per round: "
-          + " ".join(f"{r / s:.3f}" for r, s in zip(raw_times, small_times, strict=True)))
+          + " ".join(f"{r:.3f}" for r in small_ratios))
     print(f"\n{'one-sentence embeddings requests':<34}{'p50 ms':>10}{'p99 ms':>10}{'req / s':>10}")
     for clients, (p50, p99, rate) in latency.items():
         print(f"{f'{clients} concurrent clients':<34}{p50 * 1000:10.1f}{p99 * 1000:10.1f}{rate:10.1f}")

@@ -51,6 +51,27 @@ async def test_what_queues_while_the_model_is_busy_goes_into_one_call():
     assert model.calls == [["a"], list("bcdef")]
 
 
+async def test_running_counts_the_call_and_the_queue_until_both_are_done():
+    """What the replica's health check reads: while it is above 0 no probe joins the model."""
+    model = Model(hold=True, fail_on="c")
+    batcher = ContinuousBatcher(model)
+    assert batcher.running() == 0
+    first = asyncio.ensure_future(batcher("a"))
+    await settle()
+    assert batcher.running() == 1  # in the call
+    rest = [asyncio.ensure_future(batcher(x)) for x in "bc"]
+    gone = asyncio.ensure_future(batcher("x"))
+    await settle()
+    gone.cancel()
+    await settle()
+    assert batcher.running() == 3  # one in the call, two queued; the cancelled one not counted
+    model.release.set()
+    assert await first == "A"
+    results = await asyncio.gather(*rest, return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert batcher.running() == 0  # also after a failed call
+
+
 async def test_a_batch_holds_at_most_max_requests():
     model = Model(hold=True)
     batcher = ContinuousBatcher(model, max_requests=4)

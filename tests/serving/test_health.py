@@ -173,6 +173,46 @@ async def test_embeddings_check_embeds_and_catches_a_broken_model(embedder, monk
     await check()  # healthy again once the model works
 
 
+async def test_embeddings_probe_runs_on_the_encode_thread_and_not_beside_encodes(embedder, monkeypatch):
+    """The probe goes to the app's one model thread (a second thread calling torch gave the
+    process a second OpenMP team, and the encodes lost a tenth of their speed), and while
+    requests are queued or encoding the check runs no probe at all."""
+    app = await loaded_app(embeddings_api, embedder)
+    check = embeddings_health(app, timeout_s=20)
+    minilm = embedder.get("all-MiniLM-L6-v2")
+    threads, entered, release = [], threading.Event(), threading.Event()
+    embed_counted = minilm.embed_counted  # what the probe (through embed) and the requests run
+
+    def recording(texts, **kwargs):
+        threads.append(threading.current_thread().name)
+        if texts == ["a sentence"]:  # the request's encode lasts as long as the test needs
+            entered.set()
+            release.wait(60)
+        return embed_counted(texts, **kwargs)
+
+    monkeypatch.setattr(minilm, "embed_counted", recording)
+    await check()
+    assert check.last == "inference"
+    assert threads == ["mediaflow-encode_0"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t",
+                                 timeout=120) as client:
+        request = asyncio.ensure_future(client.post("/v1/embeddings", json={"input": ["a sentence"]}))
+        while not entered.is_set():
+            assert not request.done(), request.result().text
+            await asyncio.sleep(0.02)
+        assert app.state.work.running() == 1
+        await check()
+        assert check.last == "nothing"  # CPU: no probe beside the encode, nor queued behind it
+        assert threads == ["mediaflow-encode_0", "mediaflow-encode_0"]
+        release.set()
+        response = await request
+    assert response.status_code == 200, response.text
+    assert app.state.work.running() == 0
+    await check()
+    assert check.last == "inference"
+    assert set(threads) == {"mediaflow-encode_0"}
+
+
 @pytest.mark.parametrize("deployment", [TranscriptionServer, EmbeddingsServer])
 async def test_the_deployments_check_health_runs_the_check(deployment):
     """Ray Serve calls ``check_health`` on the deployment's instance; it runs the check the

@@ -15,7 +15,9 @@ deployment's ``health_check_timeout_s``, so the failure carries a reason):
   ``torch.cuda.synchronize`` and one tiny kernel; nothing at all on CPU). A transcription
   can run for many minutes: an inference probe would compete with it for the replica's
   cores (or wait for it, were it serialised behind the app's one-at-a-time lock), and the
-  running work already exercises the model. The device check does not wait behind it: a
+  running work already exercises the model. Embeddings too: their encodes are short, but a
+  one-text probe between them, from a thread of its own, cost a tenth of the replica's
+  throughput on 2 cores. The device check does not wait behind it: a
   synchronize waits for the kernels already queued (milliseconds each), and hangs only when
   the device is wedged — which is then reported;
 - a probe still running from an earlier check (a hung device never returns) makes every
@@ -23,7 +25,9 @@ deployment's ``health_check_timeout_s``, so the failure carries a reason):
 
 The engine is reached through the app built in the replica: ``app.state.engine`` is its
 ``EngineSlot`` (``apps/common.py``), ``app.state.work`` the transcription app's
-``IdempotentWork`` (its ``running()`` counts transcriptions, also those whose client left).
+``IdempotentWork`` (its ``running()`` counts transcriptions, also those whose client left) or
+the embeddings app's ``ContinuousBatcher`` (its ``running()`` counts queued and encoding
+requests).
 
 The LLM app (``mediaflow_serving.llm``, Ray Serve LLM's ``LLMServer``) has its own:
 ``LLMServer.check_health`` awaits ``VLLMEngine.check_health`` → vLLM's
@@ -61,11 +65,19 @@ class HealthCheck:
 
     def __init__(self, engine: Callable[[], Any], *, inference: Callable[[Any], Probe | None],
                  device: Callable[[Any], Probe | None] = lambda engine: None,
-                 busy: Callable[[], bool] = lambda: False, timeout_s: float = 20.0):
+                 busy: Callable[[], bool] = lambda: False, timeout_s: float = 20.0,
+                 model_thread: concurrent.futures.Executor | None = None):
         self.engine, self.inference, self.device, self.busy = engine, inference, device, busy
         self.timeout_s = timeout_s
-        # its own thread: never queued behind the app's thread pool, which runs the requests
+        # Its own thread: never queued behind the app's thread pool, which runs the requests.
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="health-probe")
+        # An app whose model calls all run on one thread of its own passes it: the probe of an
+        # idle model runs there (the device check of a busy one stays on the thread above,
+        # not behind the work). torch's OpenMP team belongs to the calling thread, and a
+        # probe from a thread of its own cost the embeddings replica a tenth of its throughput
+        # on 2 cores, for as long as it lived, not only while the probe ran (our reading:
+        # libgomp spins for a much shorter time once its teams' threads outnumber the cores).
+        self._model_thread = model_thread
         self._pending: concurrent.futures.Future | None = None
         self._pending_since = 0.0
         self._probes: tuple[Any, Probe | None, Probe | None] | None = None
@@ -95,7 +107,8 @@ class HealthCheck:
                 step()
 
         self._pending_since = time.monotonic()
-        self._pending = self._executor.submit(run)
+        pool = self._model_thread if self._model_thread is not None and not busy else self._executor
+        self._pending = pool.submit(run)
         try:
             await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(self._pending)), self.timeout_s)
         except TimeoutError:
@@ -112,7 +125,8 @@ def slot_engine(app) -> Callable[[], Any]:
 
 
 def work_running(app) -> Callable[[], bool]:
-    """True while the app's ``IdempotentWork`` has model work in flight."""
+    """True while the app's ``app.state.work`` (``IdempotentWork``, ``ContinuousBatcher``) has
+    model work in flight."""
     def busy() -> bool:
         work = getattr(app.state, "work", None)
         return work is not None and work.running() > 0

@@ -49,6 +49,12 @@ class ContinuousBatcher(Generic[Item, Result]):
         self.wait_s = wait_s
         self._pending: deque[tuple[Item, asyncio.Future]] = deque()
         self._runner: asyncio.Task | None = None
+        self._in_call = 0
+
+    def running(self) -> int:
+        """Requests queued or inside the model call now: the replica's health check runs no
+        probe of its own on the model meanwhile (``mediaflow_serving.health``)."""
+        return self._in_call + sum(not future.done() for _, future in self._pending)
 
     async def __call__(self, item: Item) -> Result:
         future = asyncio.get_running_loop().create_future()
@@ -81,6 +87,7 @@ class ContinuousBatcher(Generic[Item, Result]):
             batch = self._cut()
             if not batch:
                 continue
+            self._in_call = len(batch)
             try:
                 results = await self.call_many([item for item, _ in batch])
                 if len(results) != len(batch):
@@ -94,6 +101,8 @@ class ContinuousBatcher(Generic[Item, Result]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._in_call = 0
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

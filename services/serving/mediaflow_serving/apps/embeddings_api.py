@@ -166,6 +166,7 @@ def create_app(
     # came to spin on the cores at once (the encodes are one at a time anyway, under the
     # engine's lock).
     encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediaflow-encode")
+    app.state.model_thread = encoder  # the health check's probe runs there too (mediaflow_serving.health)
 
     async def encode_many(requests: list[Request]) -> list[tuple[Vectors, int | None]]:
         """One model call per model among ``requests`` (a batch may mix them): each request's
@@ -187,6 +188,7 @@ def create_app(
     encode = ContinuousBatcher(encode_many, max_requests=settings.embedding_max_batch_size,
                                max_inputs=settings.embedding_max_batch_inputs,
                                inputs_of=lambda request: len(request[1]), wait_s=settings.embedding_batch_wait_s)
+    app.state.work = encode  # its running() tells the health check that the model is at work
 
     @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
     async def create_embeddings(body: EmbeddingsRequest) -> JSONResponse:
