@@ -15,9 +15,9 @@ deployment's ``health_check_timeout_s``, so the failure carries a reason):
   ``torch.cuda.synchronize`` and one tiny kernel; nothing at all on CPU). A transcription
   can run for many minutes: an inference probe would compete with it for the replica's
   cores (or wait for it, were it serialised behind the app's one-at-a-time lock), and the
-  running work already exercises the model. Embeddings too: their encodes are short, but a
-  one-text probe between them, from a thread of its own, cost a tenth of the replica's
-  throughput on 2 cores. The device check does not wait behind it: a
+  running work already exercises the model. The embeddings app likewise, while requests are
+  queued or encoding; its idle probe runs on its encode thread (``model_thread``, below).
+  The device check does not wait behind it: a
   synchronize waits for the kernels already queued (milliseconds each), and hangs only when
   the device is wedged — which is then reported;
 - a probe still running from an earlier check (a hung device never returns) makes every
