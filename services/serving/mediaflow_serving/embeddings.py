@@ -13,9 +13,9 @@ model, bounded by ``health_probe_timeout_s``, plus a CUDA device check on a GPU
 that calls the models, and only when no request is queued or encoding (the encodes exercise
 the model then). From a thread of its own, it gave the process a second torch OpenMP team,
 and the replica lost a tenth of its throughput for as long as it lived
-(``bench/serving.py``'s 32-text requests, four alternating rounds each: 0.78 and 0.82 of raw
-against 0.92 and 0.89 with no check at all; skipping the probe while busy alone changed
-nothing; on the encode thread, 0.98 against 0.90).
+(``bench/serving.py``'s 32-text requests, four alternating rounds each: 0.77 and 0.82 of raw
+against 0.88 and 0.89 with no check at all; skipping the probe while busy alone, 0.78
+against 0.92; on the encode thread, 0.98 against 0.90).
 """
 
 from __future__ import annotations
